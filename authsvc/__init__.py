@@ -1,0 +1,61 @@
+"""authsvc: authentication and user management as a service."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import config as config_module
+from .config import PROJECT_ROOT
+
+MIGRATIONS_DIR = str(PROJECT_ROOT / "migrations")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the application: settings, extensions, blueprints, error handlers and CLI."""
+    settings = config_module.load(config)
+    app = Flask(__name__, instance_path=settings["INSTANCE_PATH"])
+    app.config.update(settings)
+    app.json.sort_keys = False
+    if app.config["TRUSTED_PROXIES"]:
+        hops = app.config["TRUSTED_PROXIES"]
+        # Only the last N hops were added by our own proxies; anything before them is the client's to forge.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    if app.config["ENV"] != "testing":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    _init_extensions(app)
+    _register_blueprints(app)
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    from . import models  # noqa: F401  (registers the tables on the metadata)
+    from .auth import init_auth
+    from .database import configure_engine
+    from .errors import register_error_handlers
+    from .extensions import db, jwt, limiter, mail, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    limiter.init_app(app)
+    mail.init_app(app)
+    configure_engine(app)
+    register_error_handlers(app)
+    init_auth(app)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from .blueprints import api, wellknown
+    from .services import keys
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(wellknown.bp)
+
+    @app.before_request
+    def _warm_keys():
+        if request.blueprint == "api":
+            keys.warm()

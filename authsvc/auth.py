@@ -1,0 +1,84 @@
+"""How a request proves who it is: Flask-JWT-Extended wired to our keys, blocklist and error envelope."""
+from __future__ import annotations
+
+import uuid
+from functools import wraps
+
+from flask import Flask, g
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from flask_jwt_extended.exceptions import CSRFError, JWTDecodeError
+
+from .errors import APIError, error_response
+from .extensions import jwt
+from .services import accounts, keys, tokens
+
+
+@jwt.encode_key_loader
+def _encode_key(_identity):
+    return g.authsvc_signing_key
+
+
+@jwt.decode_key_loader
+def _decode_key(header: dict, unverified: dict):
+    # Claims PyJWT would only check when present (exp, iat, iss, aud...) must be there at all.
+    if not tokens.check_required_claims(unverified):
+        raise JWTDecodeError("the token lacks a required claim")
+    key = keys.public_key(header.get("kid"))
+    if key is None:
+        raise JWTDecodeError("the token was not signed by a key of this service")
+    return key
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(_header: dict, payload: dict) -> bool:
+    return tokens.is_revoked(payload)
+
+
+@jwt.expired_token_loader
+def _expired(_header, _payload):
+    return error_response(401, "token_expired", "The access token has expired.")
+
+
+@jwt.revoked_token_loader
+def _revoked(_header, _payload):
+    return error_response(401, "token_revoked", "The access token has been revoked.")
+
+
+@jwt.invalid_token_loader
+def _invalid(_reason: str):
+    return error_response(401, "unauthorized", "The access token is not valid.")
+
+
+@jwt.unauthorized_loader
+def _missing(_reason: str):
+    return error_response(401, "unauthorized", "Authentication is required.")
+
+
+def init_auth(app: Flask) -> None:
+    """Install the handlers Flask-JWT-Extended does not cover the way the contract wants."""
+
+    @app.errorhandler(CSRFError)
+    def _csrf(_exc):
+        # A cookie-authenticated unsafe request without the matching X-CSRF-Token header.
+        return error_response(403, "forbidden", "The CSRF token is missing or does not match.")
+
+    @app.errorhandler(keys.KeysUnavailable)
+    def _keys_down(_exc):
+        app.logger.error("signing keys unavailable: %s", _exc)
+        return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
+
+
+def user_required(view):
+    """Require a valid access token of a user (not of a service client); sets `g.user` and `g.session_id`."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        verify_jwt_in_request()
+        claims = get_jwt()
+        user = accounts.get_user(claims["sub"]) if claims.get("sid") else None
+        if user is None:
+            raise APIError(401, "unauthorized", "A user's access token is required.")
+        g.user, g.session_id = user, uuid.UUID(claims["sid"])
+        return view(*args, **kwargs)
+
+    return wrapper

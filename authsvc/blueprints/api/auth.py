@@ -1,0 +1,74 @@
+"""Registration, sign-in, refresh, sign-out and sessions."""
+from flask import g, jsonify
+
+from ...auth import user_required
+from ...extensions import db
+from ...schemas import LoginIn, RefreshIn, RegisterIn, parse
+from ...services import accounts, sessions
+from . import bp, client_meta, limit
+
+
+@bp.post("/auth/register")
+@limit("RATELIMIT_REGISTER")
+def register():
+    """Create an account → 201 User."""
+    body = parse(RegisterIn)
+    user = accounts.register(body.email, body.password, body.full_name, body.tier)
+    db.session.commit()
+    return jsonify(user.to_dict()), 201
+
+
+@bp.post("/auth/login")
+@limit("RATELIMIT_LOGIN")
+def login():
+    """Sign in with email and password → token pair."""
+    body = parse(LoginIn)
+    user = accounts.authenticate(body.email, body.password)
+    pair = sessions.start_session(user, *client_meta())
+    db.session.commit()
+    return jsonify(pair)
+
+
+@bp.post("/auth/refresh")
+@limit("RATELIMIT_REFRESH")
+def refresh():
+    """Rotate a refresh token → new token pair."""
+    body = parse(RefreshIn)
+    pair = sessions.rotate(body.refresh_token, *client_meta())
+    db.session.commit()
+    return jsonify(pair)
+
+
+@bp.post("/auth/logout")
+@user_required
+def logout():
+    """End the caller's session → 204."""
+    sessions.revoke_session(sessions.session_of(g.user.id, str(g.session_id)), "logout")
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/auth/logout-all")
+@user_required
+def logout_all():
+    """End every session of the caller → 204."""
+    sessions.revoke_user_sessions(g.user.id, "logout_all")
+    db.session.commit()
+    return "", 204
+
+
+@bp.get("/auth/sessions")
+@user_required
+def list_sessions():
+    """The caller's live sessions."""
+    current = str(g.session_id)
+    return jsonify([s.to_dict(current) for s in sessions.live_sessions(g.user.id)])
+
+
+@bp.delete("/auth/sessions/<session_id>")
+@user_required
+def delete_session(session_id: str):
+    """End one of the caller's sessions → 204; anyone else's → 404."""
+    sessions.revoke_session(sessions.session_of(g.user.id, session_id), "session_revoked")
+    db.session.commit()
+    return "", 204

@@ -1,0 +1,89 @@
+"""OAuth2 endpoints (RFC 6749 token, RFC 7009 revocation): form bodies in, RFC-shaped errors out."""
+from contextlib import contextmanager
+
+from flask import jsonify, request
+
+from ...errors import APIError, OAuthError
+from ...extensions import db
+from ...schemas import normalize_email
+from ...services import accounts, sessions, tokens
+from . import bp, client_meta, limit
+
+GRANTS = ("password", "refresh_token")
+
+
+def _form() -> dict:
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "Send the body as application/x-www-form-urlencoded.")
+    return request.form
+
+
+def _required(form, *names: str) -> list[str]:
+    missing = [name for name in names if not form.get(name)]
+    if missing:
+        raise OAuthError("invalid_request", f"Missing parameter: {', '.join(missing)}.")
+    values = [form[name] for name in names]
+    if any(len(v) > 4096 or "\x00" in v for v in values):
+        raise OAuthError("invalid_request", "A parameter is malformed.")
+    return values
+
+
+@contextmanager
+def _as_invalid_grant():
+    """Answer the services' credential and token errors as RFC 6749 `invalid_grant`."""
+    try:
+        yield
+    except APIError as exc:
+        if exc.status >= 500:
+            raise
+        raise OAuthError("invalid_grant", exc.message, persist=exc.persist) from None
+
+
+def _password_grant(form) -> dict:
+    username, password = _required(form, "username", "password")
+    with _as_invalid_grant():
+        try:
+            email = normalize_email(username)
+        except ValueError:
+            raise APIError(401, "invalid_credentials", "The email or password is incorrect.") from None
+        user = accounts.authenticate(email, password)
+        return sessions.start_session(user, *client_meta())
+
+
+def _refresh_grant(form) -> dict:
+    (refresh_token,) = _required(form, "refresh_token")
+    with _as_invalid_grant():
+        return sessions.rotate(refresh_token, *client_meta())
+
+
+@bp.post("/auth/token")
+@limit("RATELIMIT_TOKEN")
+def token():
+    """OAuth2 token endpoint: password and refresh_token grants."""
+    form = _form()
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise OAuthError("invalid_request", "Missing parameter: grant_type.")
+    if grant_type not in GRANTS:
+        raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}.")
+    pair = _password_grant(form) if grant_type == "password" else _refresh_grant(form)
+    db.session.commit()
+    response = jsonify(pair)
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post("/auth/revoke")
+def revoke():
+    """RFC 7009: revoke a refresh token (its whole session) or one access token → 200, known or not."""
+    form = _form()
+    (token_value,) = _required(form, "token")
+    done = False
+    if form.get("token_type_hint") != "access_token":
+        done = sessions.revoke_refresh_token(token_value)
+    if not done:
+        payload = tokens.decode_access_token(token_value)
+        if payload is not None:
+            tokens.revoke_access_token(payload)
+    db.session.commit()
+    return "", 200

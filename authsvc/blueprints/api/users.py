@@ -1,0 +1,53 @@
+"""The caller's own account."""
+from flask import g, jsonify
+
+from ...auth import user_required
+from ...errors import APIError
+from ...extensions import db
+from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
+from ...services import accounts
+from . import bp, limit
+
+
+@bp.get("/users/me")
+@limit("RATELIMIT_PROFILE_READ")
+@user_required
+def me():
+    """The caller's User."""
+    return jsonify(g.user.to_dict())
+
+
+@bp.patch("/users/me")
+@limit("RATELIMIT_PROFILE_WRITE")
+@user_required
+def update_me():
+    """Change the caller's profile → User."""
+    body = parse(ProfileIn)
+    if body.email is not None and body.email.lower() != g.user.email.lower():
+        raise APIError(422, "validation_error", "Changing the email address is not available yet.",
+                       fields={"email": ["cannot be changed yet"]})
+    accounts.update_profile(g.user, body.full_name)
+    db.session.commit()
+    return jsonify(g.user.to_dict())
+
+
+@bp.delete("/users/me")
+@limit("RATELIMIT_PROFILE_WRITE")
+@user_required
+def delete_me():
+    """Deactivate the caller's account after checking the password → 204."""
+    body = parse(DeleteAccountIn)
+    accounts.deactivate(g.user, body.password)
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/users/me/password")
+@limit("RATELIMIT_PASSWORD_CHANGE")
+@user_required
+def change_password():
+    """Change the password; every other session ends → 204."""
+    body = parse(PasswordChangeIn)
+    accounts.change_password(g.user, body.current_password, body.new_password, g.session_id)
+    db.session.commit()
+    return "", 204

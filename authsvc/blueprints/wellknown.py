@@ -1,0 +1,50 @@
+"""Discovery and health: JWKS, OpenID configuration, liveness and readiness."""
+from flask import Blueprint, current_app, jsonify, url_for
+from sqlalchemy import text
+
+from ..extensions import db
+from ..services import keys
+
+bp = Blueprint("wellknown", __name__)
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks():
+    """The public keys that verify our access tokens."""
+    response = jsonify(keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_configuration():
+    """Discovery document: issuer, JWKS and the OAuth2 endpoints."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    return jsonify({
+        "issuer": current_app.config["JWT_ISSUER"],
+        "jwks_uri": base + url_for("wellknown.jwks"),
+        "token_endpoint": base + url_for("api.token"),
+        "revocation_endpoint": base + url_for("api.revoke"),
+        "grant_types_supported": ["password", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "id_token_signing_alg_values_supported": [current_app.config["JWT_ALGORITHM"]],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+    })
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 200 when the database answers, 503 otherwise."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 - any failure to reach the database means "not ready"
+        db.session.rollback()
+        return jsonify({"status": "unavailable", "database": "down"}), 503
+    return jsonify({"status": "ok", "database": "ok"})

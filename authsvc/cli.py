@@ -1,0 +1,92 @@
+"""The `authsvc` command: a Flask CLI group with the service's own commands."""
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, ScriptInfo, run_command
+from flask_migrate import upgrade
+
+from .config import ConfigError
+from .errors import APIError
+from .extensions import db
+from .schemas import normalize_email
+from .services import accounts, keys
+
+
+def _create_app():
+    from . import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        # One clear line for the operator, not a traceback.
+        click.echo(f"authsvc: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
+def cli():
+    """Manage the authsvc service."""
+
+
+@cli.command("run", params=run_command.params, help="Bring the schema to head, then serve (development server).")
+@click.pass_context
+def run(ctx, **kwargs):
+    """Migrate the database to head, load the signing keys, and run the development server."""
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        keys.ring()
+    ctx.invoke(run_command, **kwargs)
+
+
+@cli.command("create-admin")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def create_admin(email: str, password_stdin: bool):
+    """Create an admin account (or make an existing account admin)."""
+    try:
+        email = normalize_email(email)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    user = accounts.find_by_email(email)
+    if user is not None:
+        accounts.grant_admin(user)
+        db.session.commit()
+        click.echo(f"{email} already had an account; it now has the admin role.")
+        return
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        accounts.create_user(email, password, email_verified=True, roles=["admin"])
+    except APIError as exc:
+        problems = "; ".join(f"{k} {', '.join(v)}" for k, v in (exc.fields or {}).items()) or exc.message
+        raise click.ClickException(problems) from None
+    db.session.commit()
+    click.echo(f"Created admin {email}.")
+
+
+@cli.group("keys")
+def keys_group():
+    """Signing keys."""
+
+
+@keys_group.command("rotate")
+def rotate_keys():
+    """Start signing with a new key; retired keys stay published until their tokens expire."""
+    key = keys.rotate()
+    db.session.commit()
+    click.echo(f"New active signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}).")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from flask.cli import routes_command, shell_command
+
+    cli.add_command(shell_command)
+    cli.add_command(routes_command)
+    cli.main(prog_name="authsvc")

@@ -1,0 +1,205 @@
+"""Settings: the only module that reads the environment (and `.env`).
+
+Every setting is declared once in `Settings`, parsed and validated when the app is created, so a bad value
+stops the process with one clear line (`ConfigError`) before anything is served.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line meant for the operator."""
+
+
+class Settings(BaseSettings):
+    """Every environment setting of the service, with its default and its validation."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    AUTHSVC_ENV: Literal["development", "production", "testing"] = "development"
+    INSTANCE_PATH: Path = PROJECT_ROOT / "instance"
+    DATABASE_URL: str = ""
+    SECRET_KEY: str = ""
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
+
+    JWT_ALGORITHM: Literal["RS256", "EdDSA"] = "RS256"
+    JWT_PRIVATE_KEY_FILE: Path | None = None
+    JWT_ISSUER: str = ""
+    JWT_AUDIENCE: str = "authsvc"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(30, ge=1, le=24 * 60)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(7, ge=1, le=365)
+    # A duplicate refresh of one token within this many seconds gets the same child back (multi-tab race).
+    REFRESH_REUSE_GRACE_SECONDS: int = Field(5, ge=0, le=60)
+    SIGNING_KEY_CACHE_SECONDS: int = Field(30, ge=0, le=3600)
+
+    ARGON2_TIME_COST: int = Field(2, ge=1)
+    ARGON2_MEMORY_COST: int = Field(19456, ge=8)
+    ARGON2_PARALLELISM: int = Field(1, ge=1)
+    PASSWORD_MIN_LENGTH: int = Field(8, ge=1)
+    PASSWORD_MAX_LENGTH: int = Field(256, ge=8, le=4096)
+    MAX_CONTENT_LENGTH: int = Field(64 * 1024, ge=1024)
+
+    MAIL_SERVER: str = ""
+    MAIL_PORT: int = 25
+    MAIL_USE_TLS: bool = False
+    MAIL_USE_SSL: bool = False
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
+    MAIL_DEFAULT_SENDER: str = "authsvc <no-reply@localhost>"
+
+    GOOGLE_CLIENT_ID: str = ""
+    GOOGLE_CLIENT_SECRET: str = ""
+    GOOGLE_DISCOVERY_URL: str = "https://accounts.google.com/.well-known/openid-configuration"
+
+    RATELIMIT_ENABLED: bool = True
+    RATELIMIT_STORAGE_URI: str = "memory://"
+    REDIS_URL: str = ""
+    RATELIMIT_LOGIN: str = "5/minute"
+    RATELIMIT_REGISTER: str = "5/minute"
+    RATELIMIT_TOKEN: str = "5/minute"
+    RATELIMIT_REFRESH: str = "10/minute"
+    RATELIMIT_PROFILE_READ: str = "20/minute"
+    RATELIMIT_PROFILE_WRITE: str = "10/minute"
+    RATELIMIT_PASSWORD_CHANGE: str = "5/minute"
+
+    CORS_ORIGINS: CommaList = []
+    ALLOWED_REDIRECT_ORIGINS: CommaList = []
+    REQUIRE_VERIFIED_EMAIL: bool = False
+    TIERS: CommaList = ["free", "premium"]
+    TRUSTED_PROXIES: int = Field(0, ge=0, le=10)
+    COOKIE_SECURE: bool = True
+
+    DB_CONNECT_TIMEOUT: int = Field(5, ge=1)
+    DB_STATEMENT_TIMEOUT_MS: int = Field(15000, ge=100)
+    DB_POOL_SIZE: int = Field(10, ge=1)
+
+    @field_validator("CORS_ORIGINS", "ALLOWED_REDIRECT_ORIGINS", "TIERS", mode="before")
+    @classmethod
+    def _split_commas(cls, value):
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("TIERS")
+    @classmethod
+    def _tiers_not_empty(cls, value):
+        if not value:
+            raise ValueError("at least one tier is required")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.MAIL_USE_TLS and self.MAIL_USE_SSL:
+            raise ValueError("MAIL_USE_TLS and MAIL_USE_SSL exclude each other")
+        if self.JWT_PRIVATE_KEY_FILE is not None and not os.access(self.JWT_PRIVATE_KEY_FILE, os.R_OK):
+            raise ValueError(f"JWT_PRIVATE_KEY_FILE {self.JWT_PRIVATE_KEY_FILE} is not readable")
+        return self
+
+
+def normalize_database_url(url: str) -> str:
+    """Return a SQLAlchemy URL for sqlite or PostgreSQL (psycopg 3 driver), or raise ValueError."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("DATABASE_URL is malformed") from None
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "sqlite":
+        return url
+    raise ValueError(f"DATABASE_URL scheme {parsed.drivername!r} is not supported (use sqlite or postgresql)")
+
+
+def _instance_secret(instance: Path) -> str:
+    """Read the development secret from the instance folder, generating it on first start."""
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load(overrides: dict | None = None) -> dict:
+    """Build the Flask config from the environment and `overrides`; raise ConfigError on a bad setting."""
+    overrides = dict(overrides or {})
+    fields = {k: overrides.pop(k) for k in list(overrides) if k in Settings.model_fields}
+    try:
+        settings = Settings(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"{where}: {first['msg']}") from None
+
+    production = settings.AUTHSVC_ENV == "production"
+    if production and not settings.SECRET_KEY:
+        raise ConfigError("SECRET_KEY must be set outside development")
+    if production and len(settings.SECRET_KEY) < 32:
+        raise ConfigError("SECRET_KEY must be at least 32 characters")
+
+    instance = settings.INSTANCE_PATH.resolve()
+    try:
+        instance.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"INSTANCE_PATH {instance} cannot be created: {exc.strerror}") from None
+    secret = settings.SECRET_KEY or _instance_secret(instance)
+    try:
+        database_url = normalize_database_url(settings.DATABASE_URL or f"sqlite:///{instance / 'authsvc.db'}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    config = settings.model_dump()
+    config.update(
+        ENV=settings.AUTHSVC_ENV,
+        INSTANCE_PATH=str(instance),
+        SECRET_KEY=secret,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(database_url, settings),
+        JWT_ISSUER=settings.JWT_ISSUER or settings.PUBLIC_BASE_URL.rstrip("/"),
+        # Flask-JWT-Extended: algorithms are pinned, so `alg: none` or HS256 with our public key is refused.
+        JWT_ALGORITHM=settings.JWT_ALGORITHM,
+        JWT_DECODE_ALGORITHMS=[settings.JWT_ALGORITHM],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
+        JWT_TOKEN_LOCATION=["headers", "cookies"],
+        JWT_COOKIE_SECURE=settings.COOKIE_SECURE,
+        JWT_COOKIE_SAMESITE="Lax",
+        JWT_COOKIE_CSRF_PROTECT=True,
+        JWT_ACCESS_CSRF_HEADER_NAME="X-CSRF-Token",
+        JWT_ERROR_MESSAGE_KEY="message",
+        RATELIMIT_HEADERS_ENABLED=True,
+        MAIL_SUPPRESS_SEND=False,
+    )
+    config["JWT_ENCODE_ISSUER"] = config["JWT_DECODE_ISSUER"] = config["JWT_ISSUER"]
+    config["JWT_ENCODE_AUDIENCE"] = config["JWT_DECODE_AUDIENCE"] = settings.JWT_AUDIENCE
+    config.update(overrides)
+    return config
+
+
+def engine_options(url: str, settings: Settings) -> dict:
+    """SQLAlchemy engine options: bounded timeouts and liveness checks so a lost database fails fast."""
+    if url.startswith("sqlite"):
+        # Writers wait for each other instead of failing at once with "database is locked".
+        return {"connect_args": {"timeout": 30}}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": settings.DB_POOL_SIZE,
+        "max_overflow": settings.DB_POOL_SIZE,
+        "pool_timeout": settings.DB_CONNECT_TIMEOUT,
+        "connect_args": {
+            "connect_timeout": settings.DB_CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={settings.DB_STATEMENT_TIMEOUT_MS}",
+        },
+    }

@@ -1,0 +1,119 @@
+"""The one error type of the JSON API, its stable codes, and the app-level handlers that render them."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from sqlalchemy.exc import OperationalError, InterfaceError
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+# HTTP status -> the contract's code for errors raised by Flask/Werkzeug itself.
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class APIError(Exception):
+    """An error answered in the contract's envelope: `{"error": {"code", "message", "fields"?}}`.
+
+    `persist=True` means the changes staged before the error are part of its outcome (for example, refresh
+    token reuse revokes the session and then answers 401), so the handler commits instead of rolling back.
+    """
+
+    def __init__(self, status: int, code: str, message: str, fields: dict | None = None, persist: bool = False):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields, self.persist = status, code, message, fields, persist
+
+    def body(self) -> dict:
+        """The JSON body of this error."""
+        error = {"code": self.code, "message": self.message}
+        if self.fields:
+            error["fields"] = self.fields
+        return {"error": error}
+
+
+class OAuthError(Exception):
+    """An error of the OAuth2 endpoints, answered in RFC 6749 §5.2 form."""
+
+    def __init__(self, error: str, description: str, status: int = 400, persist: bool = False):
+        super().__init__(description)
+        self.error, self.description, self.status, self.persist = error, description, status, persist
+
+
+def validation_error(fields: dict[str, list[str]], message: str = "The request has invalid fields.") -> APIError:
+    """A 422 `validation_error` naming the problem of each field."""
+    return APIError(422, "validation_error", message, fields=fields)
+
+
+def _finish_transaction(persist: bool) -> None:
+    """Commit what an error says is part of its outcome; roll back everything else."""
+    try:
+        db.session.commit() if persist else db.session.rollback()
+    except Exception:  # the database may be what failed; the error answer must still go out
+        log.exception("could not finish the transaction of a failed request")
+        db.session.rollback()
+
+
+def error_response(status: int, code: str, message: str, headers=None):
+    """A JSON response in the contract's envelope."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the app-level handlers: every error leaves as the envelope, never as a stack trace."""
+
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError):
+        _finish_transaction(exc.persist)
+        return jsonify(exc.body()), exc.status
+
+    @app.errorhandler(OAuthError)
+    def _oauth_error(exc: OAuthError):
+        _finish_transaction(exc.persist)
+        response = jsonify({"error": exc.error, "error_description": exc.description})
+        response.headers["Cache-Control"] = "no-store"
+        if exc.error == "invalid_client" and exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
+        return response, exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        _finish_transaction(False)
+        status = exc.code or 500
+        code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+        message = exc.description if status != 429 else "Too many requests; retry later."
+        response = error_response(status, code, message)
+        if getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_down(exc):
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        _finish_transaction(False)
+        return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        _finish_transaction(False)
+        return error_response(500, "internal_error", "An internal error occurred.")

@@ -1,0 +1,29 @@
+"""Unbound extensions, attached to the app in `create_app` with `init_app`."""
+from flask import request
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_mail import Mail
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData
+
+# Explicit constraint names, so migrations can drop and alter them on SQLite and PostgreSQL alike.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def client_address() -> str:
+    """The client's address; ProxyFix has already applied TRUSTED_PROXIES to `remote_addr`."""
+    return request.remote_addr or "unknown"
+
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
+migrate = Migrate()
+jwt = JWTManager()
+limiter = Limiter(key_func=client_address)
+mail = Mail()

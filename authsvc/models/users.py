@@ -1,0 +1,70 @@
+"""Users and roles."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, Text, Uuid, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .base import UTCDateTime, isoformat, new_id, utcnow
+
+ADMIN_ROLE = "admin"
+
+user_roles = Table(
+    "user_roles",
+    db.metadata,
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", Uuid, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Role(db.Model):
+    """A named role; `admin` is built in."""
+
+    __tablename__ = "roles"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(db.Model):
+    """An account. `password_hash` is null for users who only sign in with a linked identity."""
+
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    tier: Mapped[str] = mapped_column(String(32), default="free")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin", order_by=Role.name)
+
+    @property
+    def role_names(self) -> list[str]:
+        """The names of this user's roles, sorted."""
+        return sorted(role.name for role in self.roles)
+
+    def to_dict(self) -> dict:
+        """The contract's User object; never a hash or a secret."""
+        return {
+            "id": str(self.id),
+            "email": self.email,
+            "full_name": self.full_name,
+            "email_verified": self.email_verified,
+            "is_active": self.is_active,
+            "roles": self.role_names,
+            "tier": self.tier,
+            "created_at": isoformat(self.created_at),
+            "updated_at": isoformat(self.updated_at),
+        }
+
+
+# Uniqueness is case-insensitive: the index is on lower(email), and lookups compare lower(email).
+Index("uq_users_email_lower", func.lower(User.email), unique=True)

@@ -1,0 +1,102 @@
+"""JSON payloads: one pydantic model per request body, and the helper that turns failures into the envelope."""
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+from flask import request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import APIError, validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _text(value: str) -> str:
+    # NUL and lone surrogates cannot be stored (PostgreSQL rejects them): refuse them here, as a 422.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid UTF-8 text") from None
+    return value
+
+
+def normalize_email(value: str) -> str:
+    """An address checked for syntax and normalised (domain lowercased); ValueError if it is not one."""
+    try:
+        # Syntax only: no DNS lookups, so signing up never depends on the network and cannot be slowed by it.
+        return validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise ValueError("is not a valid email address") from None
+
+
+Text = Annotated[str, AfterValidator(_text)]
+Email = Annotated[str, Field(max_length=254), AfterValidator(_text), AfterValidator(normalize_email)]
+# Long enough for any valid password; the policy (with its configured maximum) is checked by the service.
+Password = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_text)]
+Name = Annotated[str, Field(max_length=200), AfterValidator(_text), AfterValidator(str.strip)]
+OpaqueToken = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_text)]
+
+
+class Payload(BaseModel):
+    """Base of every request body: unknown fields are ignored, types are not coerced from other types."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class RegisterIn(Payload):
+    email: Email
+    password: Password
+    full_name: Name = ""
+    tier: Text | None = None
+
+
+class LoginIn(Payload):
+    email: Email
+    password: Password
+
+
+class RefreshIn(Payload):
+    refresh_token: OpaqueToken
+
+
+class ProfileIn(Payload):
+    full_name: Name | None = None
+    email: Email | None = None
+
+
+class PasswordChangeIn(Payload):
+    current_password: Password
+    new_password: Password
+
+
+class DeleteAccountIn(Payload):
+    password: Password
+
+
+def _messages(exc: ValidationError) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            message = "is required"
+        fields.setdefault(name, []).append(message)
+    return fields
+
+
+def parse(model: type[M]) -> M:
+    """Parse the request's JSON body into `model`: 415 if it is not JSON, 400 if malformed, 422 if invalid."""
+    if not request.is_json:
+        raise APIError(415, "unsupported_media_type", "Send the body as application/json.")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise APIError(400, "bad_request", "The body is not valid JSON.")
+    if not isinstance(data, dict):
+        raise APIError(400, "bad_request", "The body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(_messages(exc)) from None

@@ -1,0 +1,148 @@
+"""Accounts: registration, password sign-in, profile and password changes, deactivation."""
+from __future__ import annotations
+
+import uuid
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from .. import signals
+from ..errors import APIError, validation_error
+from ..extensions import db
+from ..models import ADMIN_ROLE, Role, User, utcnow
+from . import passwords
+from .sessions import revoke_user_sessions
+
+
+def _app():
+    return current_app._get_current_object()
+
+
+def find_by_email(email: str) -> User | None:
+    """The user with this address, compared case-insensitively."""
+    return db.session.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+
+
+def get_user(user_id) -> User | None:
+    """The user with this id (a UUID or its string), or None."""
+    try:
+        return db.session.get(User, uuid.UUID(str(user_id)))
+    except ValueError:
+        return None
+
+
+def check_tier(tier: str | None, field: str = "tier") -> str:
+    """The tier to use: the default (first configured) when None; 422 when it is not a configured tier."""
+    tiers = current_app.config["TIERS"]
+    if tier is None:
+        return tiers[0]
+    if tier not in tiers:
+        raise validation_error({field: [f"must be one of: {', '.join(tiers)}"]})
+    return tier
+
+
+def role(name: str) -> Role:
+    """The role with this name, staged for creation if it does not exist yet."""
+    found = db.session.scalars(select(Role).where(Role.name == name)).first()
+    if found is None:
+        found = Role(name=name)
+        db.session.add(found)
+    return found
+
+
+def create_user(email: str, password: str | None, full_name: str = "", tier: str | None = None,
+                email_verified: bool = False, roles: list[str] | None = None) -> User:
+    """Stage a new user; 409 `email_taken` if the address has an account. The password is hashed first."""
+    tier = check_tier(tier)
+    if password is not None:
+        passwords.check_new_password(password, email)
+    # Hash before any database work, so no transaction (or SQLite write lock) waits on Argon2.
+    password_hash = passwords.hasher().hash(password) if password is not None else None
+    if find_by_email(email) is not None:
+        raise APIError(409, "email_taken", "An account with this email address already exists.")
+    user = User(id=uuid.uuid4(), email=email, password_hash=password_hash, full_name=full_name or "",
+                tier=tier, email_verified=email_verified)
+    user.roles = [role(name) for name in sorted(set(roles or []))]
+    db.session.add(user)
+    try:
+        db.session.flush()  # a concurrent registration of the same address fails here, on the unique index
+    except IntegrityError:  # the error handler rolls the failed transaction back
+        raise APIError(409, "email_taken", "An account with this email address already exists.") from None
+    return user
+
+
+def register(email: str, password: str, full_name: str = "", tier: str | None = None) -> User:
+    """Self-service registration: stage the user and announce it."""
+    user = create_user(email, password, full_name, tier)
+    signals.user_registered.send(_app(), user=user)
+    return user
+
+
+def authenticate(email: str, password: str) -> User:
+    """The user these credentials belong to; 401 `invalid_credentials` alike for unknown email and wrong password."""
+    user = find_by_email(email) if email else None
+    if len(password) > current_app.config["PASSWORD_MAX_LENGTH"]:
+        ok, new_hash = False, None  # no stored password can be this long; refuse without hashing it
+    else:
+        ok, new_hash = passwords.hasher().verify(user.password_hash if user else None, password)
+    if not ok:
+        signals.login_failed.send(_app(), user=user, email=email)
+        raise APIError(401, "invalid_credentials", "The email or password is incorrect.", persist=True)
+    if new_hash:
+        user.password_hash = new_hash  # parameters changed, or a legacy bcrypt hash: upgrade it now
+    # Status is told only to someone who proved the password, so it reveals nothing to strangers.
+    if not user.is_active:
+        raise APIError(403, "account_disabled", "This account is disabled.")
+    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
+        raise APIError(403, "email_not_verified", "Verify your email address before signing in.")
+    signals.login_succeeded.send(_app(), user=user)
+    return user
+
+
+def _check_current_password(user: User, password: str) -> None:
+    ok, _ = passwords.hasher().verify(user.password_hash, password)
+    if not ok:
+        raise APIError(401, "invalid_credentials", "The password is incorrect.")
+
+
+def update_profile(user: User, full_name: str | None) -> User:
+    """Stage a change of the user's own profile fields."""
+    if full_name is not None and full_name != user.full_name:
+        user.full_name = full_name
+        user.updated_at = utcnow()
+        signals.user_updated.send(_app(), user=user, fields=["full_name"])
+    return user
+
+
+def set_password(user: User, new_password: str, keep_session: uuid.UUID | None, reason: str) -> None:
+    """Stage a new password and end every session but `keep` (None ends them all)."""
+    passwords.check_new_password(new_password, user.email, field="new_password")
+    user.password_hash = passwords.hasher().hash(new_password)
+    user.updated_at = utcnow()
+    revoke_user_sessions(user.id, reason, keep=keep_session)
+    signals.password_changed.send(_app(), user=user, reason=reason)
+
+
+def change_password(user: User, current_password: str, new_password: str, session_id: uuid.UUID) -> None:
+    """Change a signed-in user's password after checking the current one; other sessions end."""
+    _check_current_password(user, current_password)
+    if new_password == current_password:
+        raise validation_error({"new_password": ["must differ from the current password"]})
+    set_password(user, new_password, keep_session=session_id, reason="password_changed")
+
+
+def deactivate(user: User, password: str) -> None:
+    """Deactivate the caller's own account after checking the password; every session ends."""
+    _check_current_password(user, password)
+    user.is_active = False
+    user.updated_at = utcnow()
+    revoke_user_sessions(user.id, "account_deactivated")
+    signals.user_deactivated.send(_app(), user=user)
+
+
+def grant_admin(user: User) -> None:
+    """Stage the admin role for a user."""
+    admin = role(ADMIN_ROLE)
+    if admin not in user.roles:
+        user.roles.append(admin)

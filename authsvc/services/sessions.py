@@ -1,0 +1,139 @@
+"""Sessions and refresh tokens: sign-in, atomic rotation with reuse detection, revocation, listing."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from .. import signals
+from ..errors import APIError
+from ..extensions import db
+from ..models import RefreshToken, Session, User, utcnow
+from .tokens import derived_token, hash_token, random_token, token_pair
+
+
+def _refresh_lifetime() -> timedelta:
+    return timedelta(days=current_app.config["REFRESH_TOKEN_EXPIRE_DAYS"])
+
+
+def start_session(user: User, user_agent: str, ip_address: str) -> dict:
+    """Stage a new session for `user` with its first refresh token; return the token pair."""
+    now = utcnow()
+    session = Session(
+        id=uuid.uuid4(), user_id=user.id, user_agent=(user_agent or "")[:512], ip_address=ip_address[:64],
+        created_at=now, last_used_at=now, expires_at=now + _refresh_lifetime(),
+    )
+    refresh = random_token()
+    db.session.add(session)
+    db.session.add(RefreshToken(session_id=session.id, token_hash=hash_token(refresh), expires_at=session.expires_at))
+    return token_pair(user, session.id, refresh)
+
+
+def _claim(token_hash: str, now) -> bool:
+    """Mark a live refresh token used; True only for the one caller whose update changed the row.
+
+    The conditional UPDATE is the atomic step: on PostgreSQL a concurrent second UPDATE waits for the first
+    one's row lock and then finds `used_at` set; on SQLite writers are serialised by BEGIN IMMEDIATE. So any
+    number of concurrent refreshes of one token have exactly one winner.
+    """
+    result = db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None), RefreshToken.expires_at > now)
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _live_session_user(session: Session, now) -> User:
+    if session.revoked_at is not None or session.expires_at <= now:
+        raise APIError(401, "token_revoked", "This session has ended; sign in again.")
+    if not session.user.is_active:
+        raise APIError(403, "account_disabled", "This account is disabled.")
+    return session.user
+
+
+def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
+    """Exchange a refresh token for a new pair; stage the rotation (or, on reuse, the session's revocation)."""
+    now = utcnow()
+    token_hash = hash_token(presented)
+    won = _claim(token_hash, now)
+    row = db.session.scalars(
+        select(RefreshToken).where(RefreshToken.token_hash == token_hash).execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        raise APIError(401, "unauthorized", "The refresh token is not valid.")
+    session = row.session
+    child = derived_token(presented)
+    if won:
+        user = _live_session_user(session, now)
+        session.last_used_at = now
+        session.expires_at = now + _refresh_lifetime()
+        session.user_agent, session.ip_address = (user_agent or session.user_agent)[:512], ip_address[:64]
+        db.session.add(RefreshToken(
+            session_id=session.id, parent_id=row.id, token_hash=hash_token(child), expires_at=session.expires_at
+        ))
+        return token_pair(user, session.id, child)
+    if row.used_at is None:
+        raise APIError(401, "token_expired", "The refresh token has expired; sign in again.")
+    grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])
+    if now - row.used_at <= grace:
+        # Two tabs (or a retried request) refreshing the same token a moment apart is a race, not theft:
+        # within the grace interval the late caller gets the same child back, so there is still one live
+        # descendant and the session survives. Outside it, a used token coming back means it was copied.
+        user = _live_session_user(session, now)
+        return token_pair(user, session.id, child)
+    if session.revoked_at is None:
+        revoke_session(session, "refresh_reused")
+        signals.refresh_reused.send(current_app._get_current_object(), user_id=session.user_id, session_id=session.id)
+    raise APIError(401, "token_revoked", "This refresh token was already used; the session has been ended.",
+                   persist=True)
+
+
+def revoke_session(session: Session, reason: str) -> None:
+    """Stage the end of one session: its refresh tokens and access tokens stop working."""
+    if session.revoked_at is None:
+        session.revoked_at, session.revoked_reason = utcnow(), reason
+
+
+def revoke_user_sessions(user_id: uuid.UUID, reason: str, keep: uuid.UUID | None = None) -> int:
+    """Stage the end of every live session of a user except `keep`; return how many were ended."""
+    query = update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(Session.id != keep)
+    result = db.session.execute(
+        query.values(revoked_at=utcnow(), revoked_reason=reason).execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def live_sessions(user_id: uuid.UUID) -> list[Session]:
+    """The user's sessions that can still be used, newest first."""
+    return list(db.session.scalars(
+        select(Session)
+        .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > utcnow())
+        .order_by(Session.created_at.desc())
+    ))
+
+
+def session_of(user_id: uuid.UUID, session_id: str) -> Session:
+    """The caller's own live session with this id; 404 for anyone else's, an unknown or malformed id."""
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        sid = None
+    session = db.session.get(Session, sid) if sid else None
+    if session is None or session.user_id != user_id or session.revoked_at is not None:
+        raise APIError(404, "not_found", "No such session.")
+    return session
+
+
+def revoke_refresh_token(presented: str) -> bool:
+    """RFC 7009 for a refresh token: end its session (and so the session's access tokens). False if unknown."""
+    row = db.session.scalars(select(RefreshToken).where(RefreshToken.token_hash == hash_token(presented))).first()
+    if row is None:
+        return False
+    revoke_session(row.session, "revoked")
+    return True

@@ -1,0 +1,116 @@
+"""Access tokens: issuing them with the contract's claims, and deciding whether a presented one still holds."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import datetime, timezone
+
+from flask import current_app, g
+from flask_jwt_extended import create_access_token, decode_token
+from sqlalchemy import and_, exists, select
+
+from ..extensions import db
+from ..models import RevokedToken, Session, User, utcnow
+from . import keys
+
+REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti", "type")
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a high-entropy token, as stored at rest (a slow hash adds nothing at 256 bits of entropy)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def random_token() -> str:
+    """A new opaque token with 256 bits of entropy."""
+    return secrets.token_urlsafe(32)
+
+
+def derived_token(parent: str) -> str:
+    """The refresh token that rotation of `parent` yields: an HMAC of it under a key derived from SECRET_KEY.
+
+    Deriving the child from the parent (instead of drawing it at random) lets a duplicate refresh within the
+    grace interval get the very same child back without the server ever storing a token in plain text.
+    """
+    key = hmac.new(current_app.config["SECRET_KEY"].encode(), b"authsvc refresh rotation", "sha256").digest()
+    return hmac.new(key, parent.encode(), "sha256").hexdigest()
+
+
+def access_claims(user: User, session_id: uuid.UUID) -> dict:
+    """The contract's claims of an access token for `user` in session `session_id`."""
+    return {
+        "sid": str(session_id),
+        "email": user.email,
+        "email_verified": user.email_verified,
+        "roles": user.role_names,
+        "tier": user.tier,
+    }
+
+
+def issue_access_token(subject: str, claims: dict) -> str:
+    """Sign an access token for `subject` with the active key; its header names the key's `kid`."""
+    ring = keys.ring()
+    if ring.active_kid is None:
+        raise keys.KeysUnavailable("no active signing key")
+    g.authsvc_signing_key = ring.active_private  # pinned for the encode callback of this very call
+    return create_access_token(identity=subject, additional_claims=claims, additional_headers={"kid": ring.active_kid})
+
+
+def expires_in() -> int:
+    """Lifetime of access tokens, in seconds."""
+    return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+
+
+def token_pair(user: User, session_id: uuid.UUID, refresh_token: str) -> dict:
+    """The contract's token pair."""
+    return {
+        "access_token": issue_access_token(str(user.id), access_claims(user, session_id)),
+        "refresh_token": refresh_token,
+        "token_type": "bearer",
+        "expires_in": expires_in(),
+    }
+
+
+def check_required_claims(payload: dict) -> bool:
+    """Whether a decoded token carries every claim we insist on (PyJWT checks only those present)."""
+    return all(payload.get(name) is not None for name in REQUIRED_CLAIMS)
+
+
+def is_revoked(payload: dict) -> bool:
+    """Whether a verified access token was revoked: its session ended, its user disabled, or its `jti` revoked.
+
+    Looking at the session (not only the `jti`) is what makes logout, password change and deactivation stop
+    every access token of the affected sessions at once.
+    """
+    jti_revoked = exists().where(RevokedToken.jti == payload["jti"])
+    sid = payload.get("sid")
+    if sid is None:
+        return bool(db.session.execute(select(jti_revoked)).scalar())
+    try:
+        session_id = uuid.UUID(sid)
+    except (ValueError, TypeError):
+        return True
+    live = db.session.execute(
+        select(Session.id).join(User, User.id == Session.user_id).where(
+            and_(Session.id == session_id, Session.revoked_at.is_(None), User.is_active.is_(True), ~jti_revoked)
+        )
+    ).first()
+    return live is None
+
+
+def decode_access_token(token: str) -> dict | None:
+    """Verify an access token's signature and claims (expiry included); None when it is not one of ours."""
+    try:
+        payload = decode_token(token)
+    except Exception:  # noqa: BLE001 - malformed, expired, foreign: every failure means "not a live token of ours"
+        return None
+    return payload if check_required_claims(payload) and payload.get("type") == "access" else None
+
+
+def revoke_access_token(payload: dict) -> None:
+    """Stage the revocation of one access token until it would have expired."""
+    if db.session.get(RevokedToken, payload["jti"]) is None:
+        expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
+        db.session.add(RevokedToken(jti=payload["jti"], expires_at=max(expires, utcnow())))

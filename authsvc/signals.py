@@ -1,0 +1,17 @@
+"""Signals the services send about auth events; the audit trail, metrics and mail subscribe to them.
+
+Each is sent with the app as sender and keyword arguments naming the user and what happened.
+"""
+from blinker import Namespace
+
+_signals = Namespace()
+
+user_registered = _signals.signal("user_registered")
+login_succeeded = _signals.signal("login_succeeded")
+login_failed = _signals.signal("login_failed")
+logout = _signals.signal("logout")
+session_revoked = _signals.signal("session_revoked")
+refresh_reused = _signals.signal("refresh_reused")
+password_changed = _signals.signal("password_changed")
+user_updated = _signals.signal("user_updated")
+user_deactivated = _signals.signal("user_deactivated")
