@@ -16,7 +16,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+def _project_root() -> Path:
+    """The source checkout when running from one (editable install), else the working directory."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "setup.cfg").exists() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 CommaList = Annotated[list[str], NoDecode]
 
 

@@ -1,0 +1,178 @@
+"""Shared fixtures: a fresh app and database per test, on SQLite and on a real PostgreSQL.
+
+Every test that uses `app` runs once per backend (`[sqlite]`, `[postgresql]`); AUTHSVC_TEST_DB=sqlite or
+=postgresql narrows that. PostgreSQL is a throwaway server started from the machine's binaries for the session.
+Each backend gets a template database migrated to head once; every test copies it, so each starts empty.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from flask_migrate import upgrade
+
+from authsvc import create_app
+from authsvc.extensions import db
+from authsvc.services import keys
+
+
+SELECTED = os.environ.get("AUTHSVC_TEST_DB", "both")
+BACKENDS = ["sqlite", "postgresql"] if SELECTED == "both" else [SELECTED]
+PASSWORD = "a fine passphrase 7"
+
+# Cheap Argon2 parameters in tests only: production strength would make the suite take minutes.
+TEST_SETTINGS = {
+    "AUTHSVC_ENV": "testing",
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+    "PUBLIC_BASE_URL": "http://localhost",
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_COST": 8,
+    "ARGON2_PARALLELISM": 1,
+    "RATELIMIT_ENABLED": False,
+    "COOKIE_SECURE": False,
+}
+
+
+def make_app(database_url: str, instance_path, **overrides):
+    """An app on `database_url` with the test settings and `overrides`."""
+    return create_app({**TEST_SETTINGS, "DATABASE_URL": database_url, "INSTANCE_PATH": str(instance_path),
+                       **overrides})
+
+
+def dispose(app) -> None:
+    """Close every pooled connection of an app (so its database can be dropped)."""
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _migrate_template(url: str, instance_path) -> None:
+    app = make_app(url, instance_path)
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        keys.ring()  # the first signing key goes into the template, so tests do not each generate one
+    dispose(app)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for the whole session, stopped at the end."""
+    from .pgserver import PostgresServer, find_pg_bin
+
+    if find_pg_bin() is None:
+        pytest.fail("PostgreSQL binaries not found (install postgresql, or run with AUTHSVC_TEST_DB=sqlite)")
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server, tmp_path_factory) -> str:
+    """Name of a PostgreSQL database migrated to head, used as the template of each test's database."""
+    pg_server.create_database("authsvc_template")
+    _migrate_template(pg_server.url("authsvc_template"), tmp_path_factory.mktemp("pg-template"))
+    return "authsvc_template"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """Path of a SQLite file migrated to head, copied for each test."""
+    folder = tmp_path_factory.mktemp("sqlite-template")
+    path = folder / "template.db"
+    _migrate_template(f"sqlite:///{path}", folder)
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    """A fresh, migrated database for one test."""
+    if request.param == "sqlite":
+        if request.node.get_closest_marker("postgres_only"):
+            pytest.skip("needs PostgreSQL")
+        path = tmp_path / "test.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    if request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite-only test")
+    server = request.getfixturevalue("pg_server")
+    template = request.getfixturevalue("pg_template")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = server.create_database(name, template=template)
+    yield url
+    server.drop_database(name)
+
+
+@pytest.fixture
+def backend(database_url) -> str:
+    """'sqlite' or 'postgresql': the backend of this test's database."""
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def app(request, database_url, tmp_path):
+    """The app for one test; `@pytest.mark.settings(NAME=value)` overrides settings."""
+    marker = request.node.get_closest_marker("settings")
+    overrides = marker.kwargs if marker else {}
+    application = make_app(database_url, tmp_path / "instance", **overrides)
+    yield application
+    dispose(application)
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A CLI runner of the app's commands."""
+    return app.test_cli_runner()
+
+
+@dataclass
+class Auth:
+    """Helpers to create accounts and sign in through the API."""
+
+    client: object
+
+    def register(self, email="user@example.com", password=PASSWORD, **extra):
+        """Register an account; return the response."""
+        return self.client.post("/api/v1/auth/register", json={"email": email, "password": password, **extra})
+
+    def login(self, email="user@example.com", password=PASSWORD, **kwargs):
+        """Sign in; return the response."""
+        return self.client.post("/api/v1/auth/login", json={"email": email, "password": password}, **kwargs)
+
+    def signed_in(self, email="user@example.com", password=PASSWORD) -> dict:
+        """Register (if needed) and sign in; return the token pair."""
+        self.register(email, password)
+        response = self.login(email, password)
+        assert response.status_code == 200, response.json
+        return response.json
+
+    @staticmethod
+    def bearer(pair_or_token) -> dict:
+        """Authorization header for a token pair or an access token."""
+        token = pair_or_token["access_token"] if isinstance(pair_or_token, dict) else pair_or_token
+        return {"Authorization": f"Bearer {token}"}
+
+    def refresh(self, refresh_token: str):
+        """Rotate a refresh token; return the response."""
+        return self.client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+@pytest.fixture
+def auth(client) -> Auth:
+    """Account and sign-in helpers bound to `client`."""
+    return Auth(client)
+
+
+def pytest_configure(config):
+    """Register the markers this suite uses."""
+    config.addinivalue_line("markers", "sqlite_only: run on the SQLite backend only")

@@ -1,0 +1,45 @@
+"""The error envelope: every failure of the JSON API is a contract error, never a 500 or a trace."""
+import pytest
+
+
+@pytest.mark.parametrize("method, path, kwargs, status, code", [
+    ("get", "/api/v1/nothing-here", {}, 404, "not_found"),
+    ("delete", "/api/v1/auth/login", {}, 405, "method_not_allowed"),
+    ("post", "/api/v1/auth/login", {"data": "{not json", "content_type": "application/json"}, 400, "bad_request"),
+    ("post", "/api/v1/auth/login", {"data": "[1, 2]", "content_type": "application/json"}, 400, "bad_request"),
+    ("post", "/api/v1/auth/login", {"data": b"\xff\xfe", "content_type": "application/json"}, 400, "bad_request"),
+    ("post", "/api/v1/auth/login", {"data": "email=a", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+    ("post", "/api/v1/auth/login", {}, 415, "unsupported_media_type"),
+    ("post", "/api/v1/auth/register",
+     {"data": '{"email": "' + "a" * 70000 + '"}', "content_type": "application/json"}, 413, "payload_too_large"),
+])
+def test_envelope(client, method, path, kwargs, status, code):
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+    assert isinstance(response.json["error"]["message"], str)
+
+
+def test_405_names_allowed_methods(client):
+    assert "POST" in client.get("/api/v1/auth/login").headers["Allow"]
+
+
+def test_unexpected_errors_are_500_envelopes_without_traces(app, client, monkeypatch):
+    from authsvc.services import accounts
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(accounts, "authenticate", boom)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = client.post("/api/v1/auth/login", json={"email": "a@example.com", "password": "whatever 123"})
+    assert response.status_code == 500
+    assert response.json == {"error": {"code": "internal_error", "message": "An internal error occurred."}}
+    assert b"secret internals" not in response.data and b"Traceback" not in response.data
+
+
+@pytest.mark.parametrize("value", ["\x00", "\ud800", "\udfff" * 3, "a" * 100000])
+def test_hostile_strings_never_500(client, value):
+    for path in ("/api/v1/auth/register", "/api/v1/auth/login"):
+        response = client.post(path, json={"email": value, "password": value, "full_name": value})
+        assert response.status_code in (413, 422), (path, response.json)

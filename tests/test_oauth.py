@@ -1,0 +1,76 @@
+"""The OAuth2 endpoints: token (password and refresh_token grants) and revocation, in RFC form."""
+import pytest
+
+from .conftest import PASSWORD
+
+TOKEN = "/api/v1/auth/token"
+REVOKE = "/api/v1/auth/revoke"
+ME = "/api/v1/users/me"
+
+
+def test_password_grant(auth, client):
+    auth.register()
+    response = client.post(TOKEN, data={"grant_type": "password", "username": "user@example.com",
+                                         "password": PASSWORD})
+    assert response.status_code == 200
+    assert response.json["token_type"] == "bearer"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert client.get(ME, headers=auth.bearer(response.json)).status_code == 200
+
+
+def test_refresh_grant(auth, client):
+    pair = auth.signed_in()
+    response = client.post(TOKEN, data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]})
+    assert response.status_code == 200
+    assert response.json["refresh_token"] != pair["refresh_token"]
+
+
+@pytest.mark.parametrize("form, error", [
+    ({"grant_type": "password", "username": "user@example.com", "password": "wrong password 1"}, "invalid_grant"),
+    ({"grant_type": "password", "username": "nobody@example.com", "password": PASSWORD}, "invalid_grant"),
+    ({"grant_type": "password", "username": "not an email", "password": PASSWORD}, "invalid_grant"),
+    ({"grant_type": "password", "username": "user@example.com"}, "invalid_request"),
+    ({"grant_type": "refresh_token", "refresh_token": "bogus"}, "invalid_grant"),
+    ({"grant_type": "refresh_token"}, "invalid_request"),
+    ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
+    ({}, "invalid_request"),
+])
+def test_token_errors_are_rfc6749(auth, client, form, error):
+    auth.register()
+    response = client.post(TOKEN, data=form)
+    assert response.status_code == 400
+    assert response.json["error"] == error
+    assert isinstance(response.json["error_description"], str)
+
+
+def test_token_endpoint_wants_a_form(client):
+    response = client.post(TOKEN, json={"grant_type": "password"})
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+
+
+def test_revoke_refresh_token_ends_the_session(auth, client):
+    pair = auth.signed_in()
+    assert client.post(REVOKE, data={"token": pair["refresh_token"]}).status_code == 200
+    assert auth.refresh(pair["refresh_token"]).status_code == 401
+    assert client.get(ME, headers=auth.bearer(pair)).status_code == 401
+
+
+def test_revoke_access_token_only_that_token(auth, client):
+    pair = auth.signed_in()
+    response = client.post(REVOKE, data={"token": pair["access_token"], "token_type_hint": "access_token"})
+    assert response.status_code == 200
+    assert client.get(ME, headers=auth.bearer(pair)).json["error"]["code"] == "token_revoked"
+    fresh = auth.refresh(pair["refresh_token"]).json
+    assert client.get(ME, headers=auth.bearer(fresh)).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["unknown", "a.b.c", "x" * 300])
+def test_revoking_an_unknown_token_is_fine(client, token):
+    assert client.post(REVOKE, data={"token": token}).status_code == 200
+
+
+def test_revoke_needs_a_token(client):
+    response = client.post(REVOKE, data={})
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"

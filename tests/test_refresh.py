@@ -1,0 +1,134 @@
+"""Refresh-token rotation: single use, reuse detection, the grace interval, expiry, and the concurrent race."""
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from authsvc.extensions import db
+from authsvc.models import RefreshToken, Session, utcnow
+
+
+def test_refresh_rotates(auth, client):
+    pair = auth.signed_in()
+    response = auth.refresh(pair["refresh_token"])
+    assert response.status_code == 200
+    new = response.json
+    assert new["refresh_token"] != pair["refresh_token"]
+    assert new["access_token"] != pair["access_token"]
+    assert client.get("/api/v1/users/me", headers=auth.bearer(new)).status_code == 200
+    assert auth.refresh(new["refresh_token"]).status_code == 200
+
+
+@pytest.mark.settings(REFRESH_REUSE_GRACE_SECONDS=0)
+def test_reuse_revokes_the_whole_session(auth, client):
+    pair = auth.signed_in()
+    child = auth.refresh(pair["refresh_token"]).json
+    reused = auth.refresh(pair["refresh_token"])
+    assert reused.status_code == 401
+    assert reused.json["error"]["code"] == "token_revoked"
+    # The thief's replay also killed the legitimate branch: child refresh and access tokens are dead.
+    assert auth.refresh(child["refresh_token"]).json["error"]["code"] == "token_revoked"
+    for tokens in (pair, child):
+        me = client.get("/api/v1/users/me", headers=auth.bearer(tokens))
+        assert me.status_code == 401 and me.json["error"]["code"] == "token_revoked"
+
+
+def test_duplicate_within_grace_gets_the_same_child(auth):
+    pair = auth.signed_in()
+    first = auth.refresh(pair["refresh_token"]).json
+    second = auth.refresh(pair["refresh_token"])
+    assert second.status_code == 200
+    assert second.json["refresh_token"] == first["refresh_token"]
+    assert auth.refresh(first["refresh_token"]).status_code == 200
+
+
+def test_reuse_after_grace_interval_is_detected(app, auth):
+    pair = auth.signed_in()
+    auth.refresh(pair["refresh_token"])
+    with app.app_context():  # move the first use back in time, past the grace interval
+        row = db.session.scalars(select(RefreshToken).where(RefreshToken.used_at.is_not(None))).one()
+        row.used_at -= timedelta(seconds=app.config["REFRESH_REUSE_GRACE_SECONDS"] + 1)
+        db.session.commit()
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+
+
+def test_expired_refresh_token(app, auth):
+    pair = auth.signed_in()
+    with app.app_context():
+        db.session.scalars(select(RefreshToken)).one().expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    response = auth.refresh(pair["refresh_token"])
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "token_expired"
+
+
+def test_refresh_after_logout_is_revoked(auth, client):
+    pair = auth.signed_in()
+    client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"refresh_token": "never-issued"}, 401, "unauthorized"),
+    ({"refresh_token": ""}, 422, "validation_error"),
+    ({"refresh_token": None}, 422, "validation_error"),
+    ({}, 422, "validation_error"),
+    ({"refresh_token": "x" * 600}, 422, "validation_error"),
+])
+def test_bad_refresh_requests(client, body, status, code):
+    response = client.post("/api/v1/auth/refresh", json=body)
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+
+
+def test_refresh_token_stored_hashed(app, auth):
+    pair = auth.signed_in()
+    with app.app_context():
+        hashes = db.session.scalars(select(RefreshToken.token_hash)).all()
+    assert pair["refresh_token"] not in hashes and len(hashes) == 1
+
+
+def _race(app, token: str, threads: int) -> list:
+    barrier = threading.Barrier(threads)
+    results = [None] * threads
+
+    def worker(i):
+        client = app.test_client()
+        barrier.wait()
+        response = client.post("/api/v1/auth/refresh", json={"refresh_token": token})
+        results[i] = (response.status_code, response.json)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=60)
+    return results
+
+
+def _live_children(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(RefreshToken).where(
+            RefreshToken.parent_id.is_not(None), RefreshToken.used_at.is_(None)))
+
+
+def test_concurrent_refreshes_yield_one_live_descendant(app, auth):
+    """Real threads against the real database: within the grace interval every caller gets the same child."""
+    pair = auth.signed_in()
+    results = _race(app, pair["refresh_token"], threads=12)
+    assert all(status == 200 for status, _ in results), results
+    assert len({body["refresh_token"] for _, body in results}) == 1
+    assert _live_children(app) == 1
+
+
+@pytest.mark.settings(REFRESH_REUSE_GRACE_SECONDS=0)
+def test_concurrent_refreshes_without_grace_have_one_winner(app, auth):
+    """Without a grace interval, exactly one caller rotates; the others count as reuse and end the session."""
+    pair = auth.signed_in()
+    results = _race(app, pair["refresh_token"], threads=12)
+    statuses = sorted(status for status, _ in results)
+    assert statuses.count(200) == 1, results
+    assert all(body["error"]["code"] == "token_revoked" for status, body in results if status != 200)
+    with app.app_context():
+        assert db.session.scalars(select(Session)).one().revoked_reason == "refresh_reused"

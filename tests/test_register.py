@@ -1,0 +1,77 @@
+"""POST /api/v1/auth/register."""
+import pytest
+
+from .conftest import PASSWORD
+
+
+def test_register_returns_user_without_secrets(auth):
+    response = auth.register("New@Example.COM", full_name="  Ada Lovelace ")
+    assert response.status_code == 201
+    user = response.json
+    assert set(user) == {"id", "email", "full_name", "email_verified", "is_active", "roles", "tier",
+                         "created_at", "updated_at"}
+    assert user["email"] == "New@example.com"  # domain normalised, local part kept
+    assert user["full_name"] == "Ada Lovelace"
+    assert user["email_verified"] is False and user["is_active"] is True
+    assert user["roles"] == [] and user["tier"] == "free"
+    assert user["created_at"].endswith("Z")
+
+
+def test_email_is_unique_case_insensitively(auth):
+    assert auth.register("someone@example.com").status_code == 201
+    response = auth.register("SOMEONE@example.com")
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "email_taken"
+
+
+def test_register_with_tier(auth):
+    assert auth.register(tier="premium").json["tier"] == "premium"
+
+
+@pytest.mark.settings(TIERS="gold,silver")
+def test_default_tier_is_the_first_configured(auth):
+    assert auth.register().json["tier"] == "gold"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"password": PASSWORD}, "email"),
+        ({"email": "user@example.com"}, "password"),
+        ({"email": "not-an-email", "password": PASSWORD}, "email"),
+        ({"email": "a@b", "password": PASSWORD}, "email"),
+        ({"email": 42, "password": PASSWORD}, "email"),
+        ({"email": "user@example.com", "password": 12345678}, "password"),
+        ({"email": "user@example.com", "password": "short"}, "password"),
+        ({"email": "user@example.com", "password": "x" * 257}, "password"),
+        ({"email": "user@example.com", "password": "user@example.com"}, "password"),
+        ({"email": "user@example.com", "password": "USER@example.com "}, "password"),
+        ({"email": "user@example.com", "password": PASSWORD, "tier": "platinum"}, "tier"),
+        ({"email": "user@example.com", "password": PASSWORD, "full_name": "x" * 201}, "full_name"),
+        ({"email": "user@example.com", "password": "nul\x00in the middle"}, "password"),
+        ({"email": "user@example.com", "password": "lone \ud800 surrogate"}, "password"),
+        ({"email": "user@exa\x00mple.com", "password": PASSWORD}, "email"),
+    ],
+)
+def test_invalid_registrations(client, body, field):
+    response = client.post("/api/v1/auth/register", json=body)
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert error["code"] == "validation_error"
+    assert field in error["fields"]
+
+
+def test_nothing_is_created_by_a_rejected_registration(auth):
+    auth.register(password="short")
+    assert auth.register().status_code == 201
+
+
+def test_password_is_stored_as_argon2id(app, auth):
+    from authsvc.models import User
+    from authsvc.extensions import db
+
+    auth.register()
+    with app.app_context():
+        stored = db.session.query(User).one().password_hash
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored

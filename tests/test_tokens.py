@@ -1,0 +1,153 @@
+"""Access tokens: claims, signing keys and JWKS, and the forgeries that must be refused."""
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ME = "/api/v1/users/me"
+
+
+def _jwks_key(client, kid):
+    keys = client.get("/.well-known/jwks.json").json["keys"]
+    return jwt.PyJWK(next(k for k in keys if k["kid"] == kid)).key
+
+
+def test_access_token_claims(auth, client):
+    pair = auth.signed_in()
+    header = jwt.get_unverified_header(pair["access_token"])
+    assert header["alg"] == "RS256" and header["kid"]
+    claims = jwt.decode(pair["access_token"], _jwks_key(client, header["kid"]), algorithms=["RS256"],
+                        audience="authsvc", issuer="http://localhost")
+    me = client.get(ME, headers=auth.bearer(pair)).json
+    assert claims["sub"] == me["id"] and claims["type"] == "access"
+    assert claims["email"] == me["email"] and claims["email_verified"] is False
+    assert claims["roles"] == [] and claims["tier"] == "free"
+    assert uuid.UUID(claims["sid"]) and claims["jti"]
+    assert claims["exp"] - claims["iat"] == 30 * 60
+
+
+@pytest.mark.settings(JWT_ALGORITHM="EdDSA")
+def test_eddsa_tokens(auth, client):
+    pair = auth.signed_in()
+    header = jwt.get_unverified_header(pair["access_token"])
+    assert header["alg"] == "EdDSA"
+    jwt.decode(pair["access_token"], _jwks_key(client, header["kid"]), algorithms=["EdDSA"], audience="authsvc")
+    assert client.get(ME, headers=auth.bearer(pair)).status_code == 200
+
+
+@pytest.fixture
+def pem_file(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "jwt.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path, key
+
+
+def test_private_key_file_overrides_the_active_key(database_url, tmp_path, pem_file):
+    from .conftest import dispose, make_app
+
+    path, key = pem_file
+    app = make_app(database_url, tmp_path / "inst", JWT_PRIVATE_KEY_FILE=str(path))
+    try:
+        client = app.test_client()
+        client.post("/api/v1/auth/register", json={"email": "k@example.com", "password": "a fine passphrase 7"})
+        token = client.post("/api/v1/auth/login",
+                            json={"email": "k@example.com", "password": "a fine passphrase 7"}).json["access_token"]
+        jwt.decode(token, key.public_key(), algorithms=["RS256"], audience="authsvc")
+        kid = jwt.get_unverified_header(token)["kid"]
+        assert kid in [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
+        assert client.get(ME, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        dispose(app)
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(pair, **changes):
+    claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _forge_none(pair, client):
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(pair))}."
+
+
+def _forge_hs256_with_public_key(pair, client):
+    kid = jwt.get_unverified_header(pair["access_token"])["kid"]
+    public = _jwks_key(client, kid).public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    # PyJWT refuses to HMAC with a PEM key, which is exactly the attack: sign by hand.
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims(pair))}"
+    sig = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+
+
+def _forge_foreign_key(pair, client):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = jwt.get_unverified_header(pair["access_token"])["kid"]
+    return jwt.encode(_claims(pair), key, algorithm="RS256", headers={"kid": kid})
+
+
+def _tampered_payload(pair, client):
+    head, _, sig = pair["access_token"].split(".")
+    return f"{head}.{_b64(_claims(pair, roles=['admin']))}.{sig}"
+
+
+@pytest.mark.parametrize("forge", [_forge_none, _forge_hs256_with_public_key, _forge_foreign_key,
+                                   _tampered_payload])
+def test_forged_tokens_are_refused(auth, client, forge):
+    pair = auth.signed_in()
+    response = client.get(ME, headers=auth.bearer(forge(pair, client)))
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "iss", "aud", "jti", "sub"])
+def test_tokens_missing_a_required_claim_are_refused(app, auth, client, claim):
+    """Signed with our own key, but without a claim we insist on."""
+    from authsvc.services import keys
+
+    pair = auth.signed_in()
+    with app.app_context():
+        ring = keys.ring()
+        token = jwt.encode(_claims(pair, **{claim: None}), ring.active_private, algorithm="RS256",
+                           headers={"kid": ring.active_kid})
+    assert client.get(ME, headers=auth.bearer(token)).status_code == 401
+
+
+@pytest.mark.parametrize("changes", [{"aud": "someone-else"}, {"iss": "https://evil.example"},
+                                     {"exp": int(time.time()) - 10}])
+def test_wrong_audience_issuer_or_expired(app, auth, client, changes):
+    from authsvc.services import keys
+
+    pair = auth.signed_in()
+    with app.app_context():
+        ring = keys.ring()
+        token = jwt.encode(_claims(pair, **changes), ring.active_private, algorithm="RS256",
+                           headers={"kid": ring.active_kid})
+    response = client.get(ME, headers=auth.bearer(token))
+    assert response.status_code == 401
+    expected = "token_expired" if "exp" in changes else "unauthorized"
+    assert response.json["error"]["code"] == expected
+
+
+def test_deactivated_users_tokens_stop_working(app, auth, client):
+    from authsvc.extensions import db
+    from authsvc.models import User
+
+    pair = auth.signed_in()
+    with app.app_context():
+        db.session.query(User).update({"is_active": False})
+        db.session.commit()
+    assert client.get(ME, headers=auth.bearer(pair)).json["error"]["code"] == "token_revoked"
