@@ -182,9 +182,7 @@ class PostgresServer:
             return self.url(name)
         # Copying needs the template to have no other sessions. A client that just closed its connection may leave a
         # backend still exiting, so end those first (CREATE DATABASE itself then waits up to 5 s for them to go).
-        # FILE_COPY copies the template's files directly: for small databases it is much faster than PG 15's
-        # default WAL_LOG, which writes every block to WAL, and its checkpoint is cheap with fsync off.
-        stmt += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+        stmt += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         self._admin(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE datname = {} AND pid <> pg_backend_pid()").format(sql.Literal(template)), stmt)
         return self.url(name)
