@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 
@@ -64,7 +65,9 @@ def pg_server():
 
     if find_pg_bin() is None:
         pytest.fail("PostgreSQL binaries not found (install postgresql, or run with AUTHSVC_TEST_DB=sqlite)")
-    server = PostgresServer()
+    # A RAM-backed data directory where there is one: creating a database per test is ~10x faster there.
+    ram = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    server = PostgresServer(tempfile.mkdtemp(prefix="authsvc-pg-", dir=ram))
     server.start()
     yield server
     server.stop()
