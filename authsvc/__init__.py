@@ -50,12 +50,14 @@ def _init_extensions(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from .blueprints import api, wellknown
-    from .services import keys
+    from .services import keys, outbox
 
     app.register_blueprint(api.bp)
     app.register_blueprint(wellknown.bp)
 
     @app.before_request
-    def _warm_keys():
+    def _per_process_start():
+        # Started on the first request, so each gunicorn worker runs its own sender after the fork.
+        outbox.start_sender(app)
         if request.blueprint == "api":
             keys.warm()

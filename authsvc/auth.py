@@ -10,7 +10,7 @@ from flask_jwt_extended.exceptions import CSRFError, JWTDecodeError
 
 from .errors import APIError, error_response
 from .extensions import jwt
-from .services import accounts, keys, tokens
+from .services import keys, tokens, users
 
 
 @jwt.encode_key_loader
@@ -75,7 +75,7 @@ def user_required(view):
     def wrapper(*args, **kwargs):
         verify_jwt_in_request()
         claims = get_jwt()
-        user = accounts.get_user(claims["sub"]) if claims.get("sid") else None
+        user = users.get_user(claims["sub"]) if claims.get("sid") else None
         if user is None:
             raise APIError(401, "unauthorized", "A user's access token is required.")
         g.user, g.session_id = user, uuid.UUID(claims["sid"])

@@ -12,7 +12,7 @@ from .config import ConfigError
 from .errors import APIError
 from .extensions import db
 from .schemas import normalize_email
-from .services import accounts, keys
+from .services import accounts, keys, outbox, users
 
 
 def _create_app():
@@ -51,7 +51,7 @@ def create_admin(email: str, password_stdin: bool):
         email = normalize_email(email)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
-    user = accounts.find_by_email(email)
+    user = users.find_by_email(email)
     if user is not None:
         accounts.grant_admin(user)
         db.session.commit()
@@ -81,6 +81,20 @@ def rotate_keys():
     key = keys.rotate()
     db.session.commit()
     click.echo(f"New active signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}).")
+
+
+@cli.group("mail")
+def mail_group():
+    """The mail outbox."""
+
+
+@mail_group.command("flush")
+def mail_flush():
+    """Send every due message of the outbox now."""
+    sent, failed = outbox.flush()
+    click.echo(f"sent {sent}, failed {failed}, waiting {outbox.backlog()}")
+    if failed:
+        sys.exit(1)
 
 
 def main() -> None:

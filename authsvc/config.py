@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     MAIL_USERNAME: str | None = None
     MAIL_PASSWORD: str | None = None
     MAIL_DEFAULT_SENDER: str = "authsvc <no-reply@localhost>"
+    MAIL_TIMEOUT: float = Field(10, gt=0)
+    # The outbox sender: a thread in every process, woken after each commit that queued mail, and polling
+    # for retries; a failed send waits MAIL_RETRY_BASE_SECONDS * 2^attempts, at most MAIL_RETRY_MAX_SECONDS.
+    MAIL_WORKER: bool = True
+    MAIL_POLL_SECONDS: float = Field(5, gt=0)
+    MAIL_RETRY_BASE_SECONDS: float = Field(5, gt=0)
+    MAIL_RETRY_MAX_SECONDS: float = Field(3600, gt=0)
+    RATELIMIT_MAIL_PER_ADDRESS: str = "3/hour"
+    RATELIMIT_MAIL_REQUEST: str = "5/minute"
+
+    VERIFY_TOKEN_HOURS: float = Field(24, gt=0)
+    SIGNUP_TOKEN_HOURS: float = Field(24, gt=0)
+    RESET_TOKEN_MINUTES: float = Field(60, gt=0)
 
     GOOGLE_CLIENT_ID: str = ""
     GOOGLE_CLIENT_SECRET: str = ""

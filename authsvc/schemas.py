@@ -100,3 +100,22 @@ def parse(model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(_messages(exc)) from None
+
+
+class EmailIn(Payload):
+    email: Email
+
+
+class TokenIn(Payload):
+    token: OpaqueToken
+
+
+class SignupCompleteIn(Payload):
+    token: OpaqueToken
+    password: Password
+    full_name: Name = ""
+
+
+class ResetConfirmIn(Payload):
+    token: OpaqueToken
+    new_password: Password

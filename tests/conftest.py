@@ -17,7 +17,7 @@ from flask_migrate import upgrade
 
 from authsvc import create_app
 from authsvc.extensions import db
-from authsvc.services import keys
+from authsvc.services import keys, outbox
 
 
 SELECTED = os.environ.get("AUTHSVC_TEST_DB", "both")
@@ -45,7 +45,8 @@ def make_app(database_url: str, instance_path, **overrides):
 
 
 def dispose(app) -> None:
-    """Close every pooled connection of an app (so its database can be dropped)."""
+    """Stop the app's mail sender and close its pooled connections (so its database can be dropped)."""
+    outbox.stop_sender(app)
     with app.app_context():
         db.engine.dispose()
 

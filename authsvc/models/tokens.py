@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -19,6 +19,7 @@ class OneTimeToken(db.Model):
     """
 
     __tablename__ = "one_time_tokens"
+    __table_args__ = (Index("ix_one_time_tokens_purpose_email", "purpose", "email"),)
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     purpose: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -4,51 +4,19 @@ from __future__ import annotations
 import uuid
 
 from flask import current_app
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import signals
 from ..errors import APIError, validation_error
 from ..extensions import db
-from ..models import ADMIN_ROLE, Role, User, utcnow
-from . import passwords
+from ..models import ADMIN_ROLE, User, utcnow
+from . import mail, onetime, passwords, verification
+from .users import check_tier, find_by_email, role
 from .sessions import revoke_user_sessions
 
 
 def _app():
     return current_app._get_current_object()
-
-
-def find_by_email(email: str) -> User | None:
-    """The user with this address, compared case-insensitively."""
-    return db.session.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
-
-
-def get_user(user_id) -> User | None:
-    """The user with this id (a UUID or its string), or None."""
-    try:
-        return db.session.get(User, uuid.UUID(str(user_id)))
-    except ValueError:
-        return None
-
-
-def check_tier(tier: str | None, field: str = "tier") -> str:
-    """The tier to use: the default (first configured) when None; 422 when it is not a configured tier."""
-    tiers = current_app.config["TIERS"]
-    if tier is None:
-        return tiers[0]
-    if tier not in tiers:
-        raise validation_error({field: [f"must be one of: {', '.join(tiers)}"]})
-    return tier
-
-
-def role(name: str) -> Role:
-    """The role with this name, staged for creation if it does not exist yet."""
-    found = db.session.scalars(select(Role).where(Role.name == name)).first()
-    if found is None:
-        found = Role(name=name)
-        db.session.add(found)
-    return found
 
 
 def create_user(email: str, password: str | None, full_name: str = "", tier: str | None = None,
@@ -75,6 +43,7 @@ def create_user(email: str, password: str | None, full_name: str = "", tier: str
 def register(email: str, password: str, full_name: str = "", tier: str | None = None) -> User:
     """Self-service registration: stage the user and announce it."""
     user = create_user(email, password, full_name, tier)
+    verification.send_verification(user)
     signals.user_registered.send(_app(), user=user)
     return user
 
@@ -106,8 +75,10 @@ def _check_current_password(user: User, password: str) -> None:
         raise APIError(401, "invalid_credentials", "The password is incorrect.")
 
 
-def update_profile(user: User, full_name: str | None) -> User:
-    """Stage a change of the user's own profile fields."""
+def update_profile(user: User, full_name: str | None, email: str | None = None) -> User:
+    """Stage a change of the user's own profile; a new email stays pending until its link is followed."""
+    if email is not None:
+        verification.request_email_change(user, email)
     if full_name is not None and full_name != user.full_name:
         user.full_name = full_name
         user.updated_at = utcnow()
@@ -121,6 +92,8 @@ def set_password(user: User, new_password: str, keep_session: uuid.UUID | None, 
     user.password_hash = passwords.hasher().hash(new_password)
     user.updated_at = utcnow()
     revoke_user_sessions(user.id, reason, keep=keep_session)
+    onetime.invalidate(onetime.PASSWORD_RESET, user.id)  # a reset link must not outlive the password it was for
+    mail.password_changed(user.email)
     signals.password_changed.send(_app(), user=user, reason=reason)
 
 

@@ -79,7 +79,9 @@ def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
     if row.used_at is None:
         raise APIError(401, "token_expired", "The refresh token has expired; sign in again.")
     grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])
-    if now - row.used_at <= grace:
+    # Measured now, not at `now`: a loser took `now` before waiting on the winner's lock, so the winner's
+    # `used_at` can be later than it.
+    if grace and utcnow() - row.used_at <= grace:
         # Two tabs (or a retried request) refreshing the same token a moment apart is a race, not theft:
         # within the grace interval the late caller gets the same child back, so there is still one live
         # descendant and the session survives. Outside it, a used token coming back means it was copied.

@@ -11,6 +11,18 @@ def limit(setting: str):
     return limiter.limit(lambda: current_app.config[setting])
 
 
+def _mail_recipient() -> str:
+    body = request.get_json(silent=True)
+    email = body.get("email") if isinstance(body, dict) else None
+    return "mail-to:" + (email.strip().lower() if isinstance(email, str) else "-")
+
+
+def limit_mail_per_address():
+    """The per-recipient mail quota, shared by signup, resend and reset, so nobody can flood one inbox."""
+    return limiter.shared_limit(lambda: current_app.config["RATELIMIT_MAIL_PER_ADDRESS"], scope="mail-to",
+                                key_func=_mail_recipient)
+
+
 def client_meta() -> tuple[str, str]:
     """The caller's user agent and address, as recorded on sessions."""
     return request.headers.get("User-Agent", ""), request.remote_addr or ""
@@ -23,4 +35,4 @@ def _no_store(response):
     return response
 
 
-from . import auth, oauth, users  # noqa: E402,F401  (routes register themselves on bp)
+from . import auth, flows, oauth, users  # noqa: E402,F401  (routes register themselves on bp)

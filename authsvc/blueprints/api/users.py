@@ -2,7 +2,6 @@
 from flask import g, jsonify
 
 from ...auth import user_required
-from ...errors import APIError
 from ...extensions import db
 from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
 from ...services import accounts
@@ -23,10 +22,7 @@ def me():
 def update_me():
     """Change the caller's profile → User."""
     body = parse(ProfileIn)
-    if body.email is not None and body.email.lower() != g.user.email.lower():
-        raise APIError(422, "validation_error", "Changing the email address is not available yet.",
-                       fields={"email": ["cannot be changed yet"]})
-    accounts.update_profile(g.user, body.full_name)
+    accounts.update_profile(g.user, body.full_name, body.email)
     db.session.commit()
     return jsonify(g.user.to_dict())
 

@@ -1,0 +1,164 @@
+"""Delivering the mail outbox: after each commit that queued mail, and by polling for retries.
+
+Each process runs one sender thread (started on its first request, so after gunicorn forks). A message is
+claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances never send the same one twice; a
+failed send is retried with exponential backoff until the server accepts it. With MAIL_SERVER unset (the
+embedded default) the "server" is the log plus an .eml file under instance/outbox/.
+"""
+from __future__ import annotations
+
+import logging
+import smtplib
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask, current_app
+from flask_mail import Connection, Message
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session as OrmSession
+
+from ..extensions import db
+from ..models import OutboxMessage, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class _TimedConnection(Connection):
+    """Flask-Mail's SMTP connection with a timeout: a stalled server must not hold the sender forever."""
+
+    def configure_host(self):
+        """Open the SMTP connection (TLS and login as configured) with MAIL_TIMEOUT."""
+        timeout = current_app.config["MAIL_TIMEOUT"]
+        cls = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
+        host = cls(self.mail.server, self.mail.port, timeout=timeout)
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
+
+
+def _message(row: OutboxMessage) -> Message:
+    return Message(subject=row.subject, recipients=[row.recipient], body=row.text_body, html=row.html_body,
+                   sender=current_app.config["MAIL_DEFAULT_SENDER"])
+
+
+def _deliver(row: OutboxMessage) -> None:
+    message = _message(row)
+    if current_app.config["MAIL_SERVER"]:
+        with _TimedConnection(current_app.extensions["mail"]) as connection:
+            connection.send(message)
+        return
+    folder = Path(current_app.config["INSTANCE_PATH"]) / "outbox"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{row.created_at:%Y%m%dT%H%M%S}-{row.id}.eml").write_bytes(message.as_bytes())
+    # Development only (no MAIL_SERVER): the message, links included, goes to the log so it can be clicked.
+    log.info("mail to %s: %s\n%s", row.recipient, row.subject, row.text_body)
+
+
+def _backoff(attempts: int) -> timedelta:
+    cfg = current_app.config
+    return timedelta(seconds=min(cfg["MAIL_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1), cfg["MAIL_RETRY_MAX_SECONDS"]))
+
+
+def deliver_one() -> bool | None:
+    """Claim and send the oldest due message in a transaction of its own: True sent, False failed, None idle."""
+    now = utcnow()
+    query = (select(OutboxMessage)
+             .where(OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now)
+             .order_by(OutboxMessage.next_attempt_at).limit(1))
+    if db.engine.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    row = db.session.scalars(query).first()
+    if row is None:
+        db.session.rollback()
+        return None
+    try:
+        _deliver(row)
+    except Exception as exc:  # noqa: BLE001 - any failure to hand over is retried later
+        row.attempts += 1
+        row.next_attempt_at = utcnow() + _backoff(row.attempts)
+        row.last_error = f"{exc.__class__.__name__}: {exc}"[:200]
+        log.warning("mail %s to %s failed (attempt %d): %s", row.kind, row.recipient, row.attempts,
+                    exc.__class__.__name__)
+        db.session.commit()
+        return False
+    row.sent_at = utcnow()
+    row.attempts += 1
+    db.session.commit()
+    return True
+
+
+def flush(limit: int = 1000) -> tuple[int, int]:
+    """Send every due message now; return (sent, failed). Used by the sender and `authsvc mail flush`."""
+    sent = failed = 0
+    for _ in range(limit):
+        outcome = deliver_one()
+        if outcome is None:
+            break
+        sent, failed = sent + bool(outcome), failed + (not outcome)
+    return sent, failed
+
+
+def backlog() -> int:
+    """How many messages wait to be sent."""
+    return db.session.query(OutboxMessage).filter(OutboxMessage.sent_at.is_(None)).count()
+
+
+class Sender(threading.Thread):
+    """The process's sender: wakes when a commit queued mail, and every MAIL_POLL_SECONDS for retries."""
+
+    def __init__(self, app: Flask):
+        super().__init__(name="authsvc-mail", daemon=True)
+        self.app, self.wakeup, self.stopping = app, threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        """Deliver until stopped; errors (database down) are logged and retried at the next wake-up."""
+        while not self.stopping.is_set():
+            try:
+                with self.app.app_context():
+                    flush()
+            except Exception:  # noqa: BLE001 - the thread must survive a lost database and try again
+                log.exception("mail outbox delivery failed")
+            self.wakeup.wait(self.app.config["MAIL_POLL_SECONDS"])
+            self.wakeup.clear()
+
+
+_start_lock = threading.Lock()
+
+
+def start_sender(app: Flask) -> Sender | None:
+    """Start this process's sender for `app` once (no-op when MAIL_WORKER is off)."""
+    if not app.config["MAIL_WORKER"]:
+        return None
+    sender = app.extensions.get("authsvc.sender")
+    if sender is None or not sender.is_alive():
+        with _start_lock:
+            sender = app.extensions.get("authsvc.sender")
+            if sender is None or not sender.is_alive():
+                sender = app.extensions["authsvc.sender"] = Sender(app)
+                sender.start()
+    return sender
+
+
+def stop_sender(app: Flask) -> None:
+    """Stop the app's sender and wait for it (tests, shutdown)."""
+    sender = app.extensions.pop("authsvc.sender", None)
+    if sender is not None:
+        sender.stopping.set()
+        sender.wakeup.set()
+        sender.join(timeout=30)
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _wake_after_commit(session) -> None:
+    if session.info.pop("authsvc_mail_queued", False):
+        sender = current_app.extensions.get("authsvc.sender")
+        if sender is not None:
+            sender.wakeup.set()
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _forget_on_rollback(session) -> None:
+    session.info.pop("authsvc_mail_queued", None)

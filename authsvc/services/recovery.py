@@ -1,0 +1,45 @@
+"""Password reset by mailed link."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+
+from .. import signals
+from ..models import User
+from . import accounts, mail, onetime, passwords
+from .users import find_by_email, get_user
+
+
+def request_reset(email: str) -> None:
+    """Mail a reset link if `email` has an active account; say nothing either way (the caller answers 202).
+
+    A new request voids the older links, so only the newest one works.
+    """
+    user = find_by_email(email)
+    if user is None or not user.is_active:
+        return
+    onetime.invalidate(onetime.PASSWORD_RESET, user.id)
+    lifetime = timedelta(minutes=current_app.config["RESET_TOKEN_MINUTES"])
+    token = onetime.issue(onetime.PASSWORD_RESET, lifetime, user.email, user.id)
+    mail.password_reset(user.email, token)
+
+
+def check_link(token: str) -> None:
+    """400 `invalid_token` unless the reset link is live (without using it)."""
+    onetime.peek(onetime.PASSWORD_RESET, token)
+
+
+def confirm_reset(token: str, new_password: str) -> User:
+    """Set a new password through a reset link; every session of the user ends."""
+    row = onetime.peek(onetime.PASSWORD_RESET, token)
+    user = get_user(row.user_id)
+    if user is None or not user.is_active:
+        raise onetime.invalid_token()
+    # Check the policy before using the link, so a rejected password leaves the link usable.
+    passwords.check_new_password(new_password, user.email, field="new_password")
+    onetime.consume(onetime.PASSWORD_RESET, token)
+    accounts.set_password(user, new_password, keep_session=None, reason="password_reset")
+    user.email_verified = True  # following the link proved the address
+    signals.password_reset.send(current_app._get_current_object(), user=user)
+    return user

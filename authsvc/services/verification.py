@@ -1,0 +1,63 @@
+"""Confirming email addresses: on registration, on resend, and when an account changes its address."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+
+from .. import signals
+from ..errors import APIError
+from ..models import User, utcnow
+from . import mail, onetime
+from .users import find_by_email, get_user
+
+
+def _lifetime() -> timedelta:
+    return timedelta(hours=current_app.config["VERIFY_TOKEN_HOURS"])
+
+
+def send_verification(user: User) -> None:
+    """Stage a confirmation link to the user's address."""
+    token = onetime.issue(onetime.VERIFY_EMAIL, _lifetime(), user.email, user.id)
+    mail.verify_email(user.email, token)
+
+
+def resend(email: str) -> None:
+    """Send a new link if `email` belongs to an unverified account; otherwise nothing (the answer is the same)."""
+    user = find_by_email(email)
+    if user is not None and user.is_active and not user.email_verified:
+        send_verification(user)
+
+
+def request_email_change(user: User, new_email: str) -> None:
+    """Stage a change of address: the new one gets a link, the old one a notice; nothing changes until the
+    link is followed."""
+    if new_email.lower() == user.email.lower():
+        return
+    if find_by_email(new_email) is not None:
+        raise APIError(409, "email_taken", "An account with this email address already exists.")
+    token = onetime.issue(onetime.EMAIL_CHANGE, _lifetime(), new_email, user.id, {"new_email": new_email})
+    mail.verify_email(new_email, token)
+    mail.email_change_notice(user.email, new_email)
+
+
+def verify(token: str) -> User:
+    """Follow a confirmation link (new account or change of address); 400 `invalid_token` if it is not live."""
+    row = onetime.consume_any((onetime.VERIFY_EMAIL, onetime.EMAIL_CHANGE), token)
+    user = get_user(row.user_id)
+    if user is None or not user.is_active:
+        raise onetime.invalid_token()
+    app = current_app._get_current_object()
+    if row.purpose == onetime.EMAIL_CHANGE:
+        new_email = row.data["new_email"]
+        owner = find_by_email(new_email)
+        if owner is not None and owner.id != user.id:
+            raise APIError(409, "email_taken", "An account with this email address already exists.")
+        old_email, user.email = user.email, new_email
+        signals.email_changed.send(app, user=user, old_email=old_email)
+    elif row.email.lower() != user.email.lower():
+        raise onetime.invalid_token()  # the account's address changed since this link was sent
+    user.email_verified = True
+    user.updated_at = utcnow()
+    signals.email_verified.send(app, user=user)
+    return user
