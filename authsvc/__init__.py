@@ -36,28 +36,34 @@ def _init_extensions(app: Flask) -> None:
     from .auth import init_auth
     from .database import configure_engine
     from .errors import register_error_handlers
-    from .extensions import db, jwt, limiter, mail, migrate
+    from .extensions import csrf, db, jwt, limiter, mail, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     limiter.init_app(app)
     mail.init_app(app)
+    csrf.init_app(app)
     configure_engine(app)
     register_error_handlers(app)
     init_auth(app)
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .blueprints import api, wellknown
+    from .blueprints import api, pages, wellknown
+    from .extensions import csrf
     from .services import keys, outbox
 
     app.register_blueprint(api.bp)
     app.register_blueprint(wellknown.bp)
+    app.register_blueprint(pages.bp)
+    # The JSON API authenticates by bearer token (or cookie plus X-CSRF-Token); form CSRF is for the pages.
+    csrf.exempt(api.bp)
+    csrf.exempt(wellknown.bp)
 
     @app.before_request
     def _per_process_start():
         # Started on the first request, so each gunicorn worker runs its own sender after the fork.
         outbox.start_sender(app)
-        if request.blueprint == "api":
-            keys.warm()
+        if request.endpoint not in ("wellknown.healthz", "wellknown.readyz", "static"):
+            keys.warm()  # before the request's own transaction: see keys.warm

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError, InterfaceError
 from werkzeug.exceptions import HTTPException
 
@@ -77,6 +77,11 @@ def error_response(status: int, code: str, message: str, headers=None):
     return response
 
 
+def _wants_json() -> bool:
+    """JSON for the API and machine endpoints; HTML for the pages browsers see."""
+    return request.path.startswith(("/api/", "/.well-known/", "/healthz", "/readyz", "/metrics"))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the app-level handlers: every error leaves as the envelope, never as a stack trace."""
 
@@ -100,6 +105,8 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
         message = exc.description if status != 429 else "Too many requests; retry later."
+        if not _wants_json():
+            return render_template("error.html", status=status, message=message), status
         response = error_response(status, code, message)
         if getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)

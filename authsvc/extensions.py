@@ -5,6 +5,7 @@ from flask_limiter import Limiter
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 
 # Explicit constraint names, so migrations can drop and alter them on SQLite and PostgreSQL alike.
@@ -27,3 +28,4 @@ migrate = Migrate()
 jwt = JWTManager()
 limiter = Limiter(key_func=client_address)
 mail = Mail()
+csrf = CSRFProtect()

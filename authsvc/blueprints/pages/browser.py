@@ -1,0 +1,84 @@
+"""A browser's sign-in: the token pair in HttpOnly cookies, safe redirects, and service errors as form errors."""
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit
+
+from flask import current_app, g, request
+from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
+
+from ...errors import APIError
+from ...extensions import db
+from ...services import sessions, tokens, users
+
+REFRESH_COOKIE = "refresh_token"
+
+
+def set_session_cookies(response, pair: dict) -> None:
+    """Put a token pair in the browser: the access token (and its CSRF double-submit cookie) and the refresh
+    token, HttpOnly, SameSite=Lax, Secure unless COOKIE_SECURE is off (plain-http development)."""
+    set_access_cookies(response, pair["access_token"])
+    response.set_cookie(REFRESH_COOKIE, pair["refresh_token"], httponly=True, samesite="Lax", path="/",
+                        secure=current_app.config["COOKIE_SECURE"],
+                        max_age=current_app.config["REFRESH_TOKEN_EXPIRE_DAYS"] * 86400)
+
+
+def clear_session_cookies(response) -> None:
+    """Remove every sign-in cookie."""
+    unset_jwt_cookies(response)
+    response.delete_cookie(REFRESH_COOKIE, path="/")
+
+
+def load_browser_user() -> None:
+    """Set `g.user` and `g.session_id` from the cookies, rotating the refresh token if the access token lapsed.
+
+    Page forms carry their own CSRF token, so the JWT double-submit check (meant for API calls) is not used here.
+    """
+    g.user, g.session_id, g.new_pair = None, None, None
+    access = request.cookies.get(current_app.config["JWT_ACCESS_COOKIE_NAME"])
+    payload = tokens.decode_access_token(access) if access else None
+    if payload is not None and payload.get("sid") and not tokens.is_revoked(payload):
+        g.user, g.session_id = users.get_user(payload["sub"]), uuid.UUID(payload["sid"])
+        return
+    refresh = request.cookies.get(REFRESH_COOKIE)
+    if not refresh:
+        return
+    try:
+        pair = sessions.rotate(refresh, request.headers.get("User-Agent", ""), request.remote_addr or "")
+    except APIError as exc:
+        if exc.persist:
+            db.session.commit()  # refresh reuse: the session's revocation must stick
+        else:
+            db.session.rollback()
+        return
+    db.session.commit()
+    payload = tokens.decode_access_token(pair["access_token"])
+    g.user, g.session_id, g.new_pair = users.get_user(payload["sub"]), uuid.UUID(payload["sid"]), pair
+
+
+def safe_next(target: str | None) -> str:
+    """`target` if it stays on this service or goes to an allowed origin; `/account` otherwise."""
+    if not target:
+        return "/account"
+    if target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target:
+        return target
+    parts = urlsplit(target)
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    own = urlsplit(current_app.config["PUBLIC_BASE_URL"])
+    allowed = {f"{own.scheme}://{own.netloc}".lower()} | {
+        o.rstrip("/").lower() for o in current_app.config["ALLOWED_REDIRECT_ORIGINS"]}
+    if parts.scheme in ("http", "https") and origin in allowed:
+        return target
+    return "/account"
+
+
+def form_errors(form, exc: APIError, default_field: str | None = None) -> None:
+    """Show a service's error next to the fields it names (or on `default_field`, or the form)."""
+    if exc.fields:
+        for name, problems in exc.fields.items():
+            field = getattr(form, name, None)
+            (field.errors if field is not None else form.form_errors).extend(problems)
+    elif default_field and getattr(form, default_field, None) is not None:
+        getattr(form, default_field).errors.append(exc.message)
+    else:
+        form.form_errors.append(exc.message)

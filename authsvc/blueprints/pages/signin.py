@@ -1,0 +1,153 @@
+"""Pages for signing in and out, signing up, and following mailed links."""
+from flask import current_app, flash, g, redirect, request, url_for
+
+from ...errors import APIError
+from ...extensions import db
+from ...services import accounts, recovery, sessions, signup, verification
+from . import bp, limit_posts, page
+from .browser import clear_session_cookies, form_errors, safe_next, set_session_cookies
+from .forms import EmailForm, LoginForm, NewPasswordForm, SignupCompleteForm, SignupForm
+
+
+def _meta():
+    return request.headers.get("User-Agent", ""), request.remote_addr or ""
+
+
+def _signed_in(user, target: str):
+    """Start a session for `user`, commit, and send the browser on with its cookies."""
+    pair = sessions.start_session(user, *_meta())
+    db.session.commit()
+    response = redirect(safe_next(target))
+    set_session_cookies(response, pair)
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limit_posts("RATELIMIT_LOGIN")
+def login():
+    """Sign in with email and password."""
+    form = LoginForm()
+    target = request.args.get("next")
+    if g.user is not None and request.method == "GET":
+        return redirect(safe_next(target))
+    if form.validate_on_submit():
+        try:
+            user = accounts.authenticate(form.email.data.strip(), form.password.data)
+        except APIError as exc:
+            db.session.commit() if exc.persist else db.session.rollback()
+            form_errors(form, exc)
+        else:
+            return _signed_in(user, target)
+    return page("login.html", 200 if request.method == "GET" else 400, form=form, next=target)
+
+
+@bp.post("/logout")
+def logout():
+    """End this browser's session (CSRFProtect has checked the form's token)."""
+    if g.user is not None:
+        sessions.revoke_session(sessions.session_of(g.user.id, str(g.session_id)), "logout")
+        db.session.commit()
+    response = redirect(url_for("pages.login"))
+    clear_session_cookies(response)
+    g.new_pair = None
+    return response
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limit_posts("RATELIMIT_REGISTER")
+def signup_page():
+    """Create an account; the browser is signed in (or asked to confirm the address first)."""
+    form = SignupForm()
+    if form.validate_on_submit():
+        try:
+            user = accounts.register(form.email.data.strip(), form.password.data, (form.full_name.data or "").strip())
+        except APIError as exc:
+            db.session.rollback()
+            form_errors(form, exc, default_field="email")
+        else:
+            if current_app.config["REQUIRE_VERIFIED_EMAIL"]:
+                db.session.commit()
+                return page("message.html", title="Check your mail",
+                            text=f"We sent a link to {user.email}. Follow it to confirm your address, then sign in.")
+            return _signed_in(user, request.args.get("next"))
+    return page("signup.html", 200 if request.method == "GET" else 400, form=form)
+
+
+@bp.route("/signup/complete/<token>", methods=["GET", "POST"])
+@limit_posts("RATELIMIT_REGISTER")
+def signup_complete(token: str):
+    """Finish a two-step signup: GET shows the form (mail scanners prefetch links), POST uses the token."""
+    try:
+        email = signup.check_link(token)
+    except APIError:
+        return _invalid_link()
+    form = SignupCompleteForm()
+    if form.validate_on_submit():
+        try:
+            user = signup.complete(token, form.password.data, (form.full_name.data or "").strip())
+        except APIError as exc:
+            db.session.rollback()
+            if exc.code == "invalid_token":
+                return _invalid_link()
+            form_errors(form, exc, default_field="password")
+        else:
+            return _signed_in(user, None)
+    return page("signup_complete.html", 200 if request.method == "GET" else 400, form=form, email=email)
+
+
+@bp.get("/verify-email/<token>")
+def verify_email(token: str):
+    """Confirm an address in one click from the mail."""
+    try:
+        user = verification.verify(token)
+    except APIError as exc:
+        db.session.rollback()
+        return _invalid_link() if exc.code == "invalid_token" else page(
+            "message.html", 409, title="Address taken", text=exc.message)
+    db.session.commit()
+    return page("message.html", title="Address confirmed", text=f"{user.email} is confirmed.",
+                link=url_for("pages.account") if g.user else url_for("pages.login"), link_text="Continue")
+
+
+@bp.route("/password-reset", methods=["GET", "POST"])
+@limit_posts("RATELIMIT_MAIL_REQUEST")
+def reset_request():
+    """Ask for a reset link; the answer is the same whether or not the address has an account."""
+    form = EmailForm()
+    if form.validate_on_submit():
+        recovery.request_reset(form.email.data.strip())
+        db.session.commit()
+        return page("message.html", title="Check your mail",
+                    text="If the address has an account, a link to reset the password is on its way.")
+    return page("reset_request.html", 200 if request.method == "GET" else 400, form=form)
+
+
+@bp.route("/password-reset/<token>", methods=["GET", "POST"])
+@limit_posts("RATELIMIT_MAIL_REQUEST")
+def reset_confirm(token: str):
+    """Choose a new password: GET shows the form without using the token, POST uses it."""
+    try:
+        recovery.check_link(token)
+    except APIError:
+        return _invalid_link()
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        try:
+            recovery.confirm_reset(token, form.new_password.data)
+        except APIError as exc:
+            db.session.rollback()
+            form_errors(form, exc, default_field="new_password")
+        else:
+            db.session.commit()
+            flash("Your password was changed and every session was signed out. Sign in with the new one.")
+            response = redirect(url_for("pages.login"))
+            clear_session_cookies(response)
+            g.new_pair = None
+            return response
+    return page("reset_confirm.html", 200 if request.method == "GET" else 400, form=form)
+
+
+def _invalid_link():
+    return page("message.html", 400, title="Link expired",
+                text="This link is invalid, was already used, or has expired. Ask for a new one.",
+                link=url_for("pages.reset_request"), link_text="Reset password")
