@@ -13,7 +13,10 @@ def _sqlite_begin_mode(conn) -> str:
     # SQLite lets a transaction that has read upgrade to writing only if nobody wrote since, and fails at once
     # (no busy wait) when someone did. Requests that may write therefore take the write lock when they start
     # (BEGIN IMMEDIATE) and queue behind each other; reads, and key loading, stay deferred and never block.
-    if conn.get_execution_options().get("authsvc_deferred"):
+    options = conn.get_execution_options()
+    if options.get("authsvc_immediate"):
+        return "BEGIN IMMEDIATE"
+    if options.get("authsvc_deferred"):
         return "BEGIN"
     if has_request_context() and request.method in SAFE_METHODS:
         return "BEGIN"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from sqlalchemy.exc import OperationalError, InterfaceError
 from werkzeug.exceptions import HTTPException
 
@@ -69,9 +69,12 @@ def _finish_transaction(persist: bool) -> None:
 
 
 def error_response(status: int, code: str, message: str, headers=None):
-    """A JSON response in the contract's envelope."""
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
+    """The contract's envelope for the API; the same error as a page for browsers."""
+    if request and not _wants_json():
+        response = make_response(render_template("error.html", status=status, message=message), status)
+    else:
+        response = jsonify({"error": {"code": code, "message": message}})
+        response.status_code = status
     if headers:
         response.headers.update(headers)
     return response
@@ -105,8 +108,6 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
         message = exc.description if status != 429 else "Too many requests; retry later."
-        if not _wants_json():
-            return render_template("error.html", status=status, message=message), status
         response = error_response(status, code, message)
         if getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)

@@ -17,7 +17,8 @@ from flask_migrate import upgrade
 
 from authsvc import create_app
 from authsvc.extensions import db
-from authsvc.services import keys, outbox
+from authsvc.services import keys
+from authsvc.services import outbox as mail_outbox
 
 
 SELECTED = os.environ.get("AUTHSVC_TEST_DB", "both")
@@ -46,7 +47,7 @@ def make_app(database_url: str, instance_path, **overrides):
 
 def dispose(app) -> None:
     """Stop the app's mail sender and close its pooled connections (so its database can be dropped)."""
-    outbox.stop_sender(app)
+    mail_outbox.stop_sender(app)
     with app.app_context():
         db.engine.dispose()
 
@@ -117,12 +118,33 @@ def backend(database_url) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
 
 
+@pytest.fixture(scope="session")
+def smtp_server():
+    """A real SMTP server on 127.0.0.1 for the whole session; every test app sends its mail there."""
+    from .smtpserver import SMTPServer
+
+    server = SMTPServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def app(request, database_url, tmp_path):
+def outbox(smtp_server):
+    """The messages the SMTP server received during this test."""
+    smtp_server.clear()
+    return smtp_server
+
+
+@pytest.fixture
+def app(request, database_url, tmp_path, smtp_server):
     """The app for one test; `@pytest.mark.settings(NAME=value)` overrides settings."""
     marker = request.node.get_closest_marker("settings")
     overrides = marker.kwargs if marker else {}
-    application = make_app(database_url, tmp_path / "instance", **overrides)
+    smtp_server.clear()
+    mail = {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": smtp_server.port, "MAIL_POLL_SECONDS": 0.1,
+            "MAIL_RETRY_BASE_SECONDS": 0.2, "MAIL_RETRY_MAX_SECONDS": 1, "MAIL_TIMEOUT": 5}
+    application = make_app(database_url, tmp_path / "instance", **{**mail, **overrides})
     yield application
     dispose(application)
 

@@ -100,23 +100,29 @@ def _load() -> KeyRing:
     cfg = current_app.config
     algorithm = cfg["JWT_ALGORITHM"]
     oldest = utcnow() - _publish_window()
+    query = select(SigningKey.__table__).where(
+        or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > oldest)
+    ).order_by(SigningKey.created_at.desc())
     with db.engine.connect().execution_options(authsvc_deferred=True) as conn, conn.begin():
-        rows = conn.execute(
-            select(SigningKey.__table__).where(
-                or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > oldest)
-            ).order_by(SigningKey.created_at.desc())
-        ).all()
-        if not cfg.get("JWT_PRIVATE_KEY_FILE") and not any(
-            r.retired_at is None and r.algorithm == algorithm for r in rows
-        ):
-            key = new_signing_key(algorithm)
-            key.created_at = utcnow()
-            conn.execute(SigningKey.__table__.insert().values(
-                kid=key.kid, algorithm=key.algorithm, private_key=key.private_key,
-                public_jwk=key.public_jwk, created_at=key.created_at, retired_at=None,
-            ))
-            log.info("generated the first %s signing key %s", algorithm, key.kid)
-            rows.insert(0, key)
+        rows = conn.execute(query).all()
+
+    def has_active(found) -> bool:
+        return any(r.retired_at is None and r.algorithm == algorithm for r in found)
+
+    if not cfg.get("JWT_PRIVATE_KEY_FILE") and not has_active(rows):
+        # First start: create the key in a write transaction of its own that takes SQLite's lock up front
+        # (waiting its turn), and look again inside it so concurrent first starts create at most one each.
+        with db.engine.connect().execution_options(authsvc_immediate=True) as conn, conn.begin():
+            rows = conn.execute(query).all()
+            if not has_active(rows):
+                key = new_signing_key(algorithm)
+                key.created_at = utcnow()
+                conn.execute(SigningKey.__table__.insert().values(
+                    kid=key.kid, algorithm=key.algorithm, private_key=key.private_key,
+                    public_jwk=key.public_jwk, created_at=key.created_at, retired_at=None,
+                ))
+                log.info("generated the first %s signing key %s", algorithm, key.kid)
+                rows.insert(0, key)
     ring = KeyRing(loaded_at=time.monotonic())
     for row in rows:
         ring.jwks.append(row.public_jwk)

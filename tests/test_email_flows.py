@@ -1,0 +1,187 @@
+"""Mailed links through a real SMTP server: verification, two-step signup, reset, email change, the outbox."""
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from authsvc.extensions import db
+from authsvc.models import OneTimeToken, OutboxMessage, utcnow
+
+from .conftest import PASSWORD
+from .smtpserver import links
+
+API = "/api/v1/auth"
+NEW = "another fine passphrase 8"
+
+
+def _token(message, path: str) -> str:
+    """The token of the link to `path` in a parsed message."""
+    link = next(u for u in links(message) if f"{path}/" in u)
+    return link.rsplit("/", 1)[1]
+
+
+def _mail_to(outbox, address: str, subject_part: str):
+    return outbox.wait_for(lambda m: m["To"] == address and subject_part in m["Subject"])
+
+
+def test_register_mails_a_verification_link(auth, client, outbox):
+    auth.register()
+    message = _mail_to(outbox, "user@example.com", "Confirm")
+    assert message.get_body(("html",)) is not None and message.get_body(("plain",)) is not None
+    token = _token(message, "/verify-email")
+    response = client.post(f"{API}/verify-email", json={"token": token})
+    assert response.status_code == 200 and response.json["email_verified"] is True
+    again = client.post(f"{API}/verify-email", json={"token": token})
+    assert again.status_code == 400 and again.json["error"]["code"] == "invalid_token"
+
+
+@pytest.mark.parametrize("token", ["", "nope", "x" * 600])
+def test_verify_with_bad_tokens(client, token):
+    response = client.post(f"{API}/verify-email", json={"token": token})
+    assert response.status_code in (400, 422)
+    assert response.json["error"]["code"] in ("invalid_token", "validation_error")
+
+
+def test_expired_verification_token(app, auth, client, outbox):
+    auth.register()
+    token = _token(_mail_to(outbox, "user@example.com", "Confirm"), "/verify-email")
+    with app.app_context():
+        db.session.scalars(select(OneTimeToken)).one().expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    assert client.post(f"{API}/verify-email", json={"token": token}).json["error"]["code"] == "invalid_token"
+
+
+@pytest.mark.parametrize("path", ["/signup", "/verify-email/resend", "/password-reset/request"])
+def test_mail_requests_answer_the_same_for_unknown_addresses(auth, client, path):
+    auth.register("known@example.com")
+    known = client.post(API + path, json={"email": "known@example.com"})
+    unknown = client.post(API + path, json={"email": "unknown@example.com"})
+    assert known.status_code == unknown.status_code == 202
+    assert known.json == unknown.json
+
+
+def test_two_step_signup(client, outbox):
+    assert client.post(f"{API}/signup", json={"email": "New@Example.com"}).status_code == 202
+    token = _token(_mail_to(outbox, "New@example.com", "Finish"), "/signup/complete")
+    response = client.post(f"{API}/signup/complete", json={"token": token, "password": PASSWORD,
+                                                            "full_name": "Newcomer"})
+    assert response.status_code == 201
+    me = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {response.json['access_token']}"}).json
+    assert me["email_verified"] is True and me["full_name"] == "Newcomer"
+    replay = client.post(f"{API}/signup/complete", json={"token": token, "password": PASSWORD})
+    assert replay.json["error"]["code"] == "invalid_token"
+
+
+def test_signup_for_existing_address_mails_the_owner(auth, client, outbox):
+    auth.register()
+    outbox.clear()
+    client.post(f"{API}/signup", json={"email": "user@example.com"})
+    assert _mail_to(outbox, "user@example.com", "already")["Subject"] == "You already have an account"
+
+
+def test_signup_rejected_password_keeps_the_link(client, outbox):
+    client.post(f"{API}/signup", json={"email": "new@example.com"})
+    token = _token(_mail_to(outbox, "new@example.com", "Finish"), "/signup/complete")
+    bad = client.post(f"{API}/signup/complete", json={"token": token, "password": "short"})
+    assert bad.status_code == 422 and "password" in bad.json["error"]["fields"]
+    assert client.post(f"{API}/signup/complete", json={"token": token, "password": PASSWORD}).status_code == 201
+
+
+def test_password_reset_ends_every_session(auth, client, outbox):
+    pair = auth.signed_in()
+    outbox.clear()
+    assert client.post(f"{API}/password-reset/request", json={"email": "USER@example.com"}).status_code == 202
+    token = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    response = client.post(f"{API}/password-reset/confirm", json={"token": token, "new_password": NEW})
+    assert response.status_code == 200
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 401
+    assert auth.refresh(pair["refresh_token"]).status_code == 401
+    assert auth.login(password=NEW).status_code == 200
+    assert _mail_to(outbox, "user@example.com", "was changed")
+    reuse = client.post(f"{API}/password-reset/confirm", json={"token": token, "new_password": "third passphrase 9"})
+    assert reuse.json["error"]["code"] == "invalid_token"
+
+
+def test_a_new_reset_request_voids_older_links(auth, client, outbox):
+    auth.register()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    first = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    outbox.clear()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    second = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    assert client.post(f"{API}/password-reset/confirm", json={"token": first, "new_password": NEW}).status_code == 400
+    assert client.post(f"{API}/password-reset/confirm", json={"token": second, "new_password": NEW}).status_code == 200
+
+
+def test_reset_with_weak_password_keeps_the_link(auth, client, outbox):
+    auth.register()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    token = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    bad = client.post(f"{API}/password-reset/confirm", json={"token": token, "new_password": "user@example.com"})
+    assert bad.status_code == 422 and "new_password" in bad.json["error"]["fields"]
+    assert client.post(f"{API}/password-reset/confirm", json={"token": token, "new_password": NEW}).status_code == 200
+
+
+def test_email_change_stays_pending_until_the_link(auth, client, outbox):
+    pair = auth.signed_in()
+    outbox.clear()
+    response = client.patch("/api/v1/users/me", json={"email": "moved@example.com"}, headers=auth.bearer(pair))
+    assert response.status_code == 200 and response.json["email"] == "user@example.com"
+    notice = _mail_to(outbox, "user@example.com", "being changed")
+    assert "moved@example.com" in notice.get_body(("plain",)).get_content()
+    token = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/verify-email")
+    assert auth.login("moved@example.com").status_code == 401  # not yet the account's address
+    verified = client.post(f"{API}/verify-email", json={"token": token})
+    assert verified.status_code == 200 and verified.json["email"] == "moved@example.com"
+    assert auth.login("moved@example.com").status_code == 200
+    assert auth.login("user@example.com").status_code == 401
+
+
+def test_email_change_to_a_taken_address(auth, client):
+    auth.register("other@example.com")
+    pair = auth.signed_in()
+    response = client.patch("/api/v1/users/me", json={"email": "OTHER@example.com"}, headers=auth.bearer(pair))
+    assert response.status_code == 409 and response.json["error"]["code"] == "email_taken"
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_MAIL_PER_ADDRESS="3/hour", RATELIMIT_MAIL_REQUEST="100/minute")
+def test_one_inbox_gets_at_most_three_mails_an_hour(client):
+    codes = [client.post(f"{API}/password-reset/request", json={"email": "victim@example.com"},
+                         environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code for i in range(4)]
+    assert codes == [202, 202, 202, 429]
+    # Shared across the three mail-sending endpoints, per recipient.
+    assert client.post(f"{API}/signup", json={"email": "victim@example.com"}).status_code == 429
+    assert client.post(f"{API}/signup", json={"email": "someone-else@example.com"}).status_code == 202
+
+
+def test_mail_survives_smtp_outage(app, auth, outbox, smtp_server):
+    """The server is down when the change commits; the message arrives, once, after it comes back."""
+    smtp_server.stop()
+    try:
+        assert auth.register().status_code == 201  # registration never fails because mail is down
+        with app.app_context():
+            row = db.session.scalars(select(OutboxMessage)).one()
+        assert row.sent_at is None
+    finally:
+        smtp_server.restart()
+    message = _mail_to(outbox, "user@example.com", "Confirm")
+    assert message is not None
+    with app.app_context():
+        row = db.session.scalars(select(OutboxMessage)).one()
+        assert row.sent_at is not None
+    assert len([m for m in outbox.messages if m["To"] == "user@example.com"]) == 1
+
+
+@pytest.mark.settings(MAIL_SERVER="")
+def test_embedded_default_writes_eml_files(app, auth):
+    import time
+    from pathlib import Path
+
+    auth.register()
+    folder = Path(app.config["INSTANCE_PATH"]) / "outbox"
+    for _ in range(100):
+        if folder.exists() and list(folder.glob("*.eml")):
+            break
+        time.sleep(0.05)
+    files = list(folder.glob("*.eml"))
+    assert len(files) == 1 and b"/verify-email/" in files[0].read_bytes()

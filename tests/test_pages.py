@@ -1,0 +1,182 @@
+"""Hosted pages through the test client: forms, CSRF, cookies, redirects, and links that GET must not consume."""
+import re
+
+import pytest
+
+from .conftest import PASSWORD
+from .smtpserver import links
+
+NEW = "another fine passphrase 8"
+
+
+def csrf_of(response) -> str:
+    """The CSRF token of the first form on a page."""
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', response.text).group(1)
+
+
+def post_form(client, path, data, page=None):
+    """GET the page (for its CSRF token), then POST the form."""
+    token = csrf_of(client.get(page or path))
+    return client.post(path, data={"csrf_token": token, **data})
+
+
+def sign_in_page(client, email="user@example.com", password=PASSWORD, next_=None):
+    """Sign in through /login; return the response."""
+    path = f"/login?next={next_}" if next_ else "/login"
+    return post_form(client, path, {"email": email, "password": password})
+
+
+def test_pages_render_with_labels_and_a_strict_csp(client):
+    for path in ("/login", "/signup", "/password-reset"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert re.search(r'<label for="email"', response.text)
+        assert "<script" not in response.text and "style=" not in response.text
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_signup_page_signs_the_browser_in(client, outbox):
+    response = post_form(client, "/signup", {"email": "web@example.com", "password": PASSWORD, "full_name": "Web"})
+    assert response.status_code == 302 and response.headers["Location"] == "/account"
+    cookies = {c.split("=")[0]: c for c in response.headers.getlist("Set-Cookie")}
+    assert "HttpOnly" in cookies["access_token_cookie"] and "SameSite=Lax" in cookies["access_token_cookie"]
+    assert "HttpOnly" in cookies["refresh_token"]
+    account = client.get("/account")
+    assert account.status_code == 200 and "web@example.com" in account.text
+    assert outbox.wait_for(lambda m: m["To"] == "web@example.com")
+
+
+@pytest.mark.settings(COOKIE_SECURE=True)
+def test_cookies_are_secure_by_setting(auth, client):
+    auth.register()
+    response = sign_in_page(client)
+    assert all("Secure" in c for c in response.headers.getlist("Set-Cookie") if "token" in c)
+
+
+@pytest.mark.settings(REQUIRE_VERIFIED_EMAIL=True)
+def test_signup_page_asks_to_verify_first(client):
+    response = post_form(client, "/signup", {"email": "web@example.com", "password": PASSWORD})
+    assert response.status_code == 200 and "Check your mail" in response.text
+    assert client.get("/account").status_code == 302
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"email": "bad", "password": PASSWORD}, "email"),
+    ({"email": "web@example.com", "password": "short"}, "password"),
+    ({"email": "web@example.com", "password": "web@example.com"}, "password"),
+])
+def test_signup_page_errors_next_to_the_field(client, data, field):
+    response = post_form(client, "/signup", data)
+    assert response.status_code == 400
+    assert f'aria-describedby="{field}-errors"' in response.text
+
+
+def test_form_post_without_csrf_is_refused(auth, client):
+    auth.register()
+    response = client.post("/login", data={"email": "user@example.com", "password": PASSWORD})
+    assert response.status_code == 400
+    assert not response.headers.getlist("Set-Cookie")
+
+
+def test_login_page_wrong_password(auth, client):
+    auth.register()
+    response = sign_in_page(client, password="wrong password 1")
+    assert response.status_code == 400 and 'role="alert"' in response.text
+
+
+@pytest.mark.parametrize("next_, expected", [
+    ("/account?tab=1", "/account?tab=1"),
+    ("https://evil.example/steal", "/account"),
+    ("//evil.example/steal", "/account"),
+    ("/\\evil.example", "/account"),
+    ("javascript:alert(1)", "/account"),
+    ("https://app.example.com/home", "https://app.example.com/home"),
+])
+@pytest.mark.settings(ALLOWED_REDIRECT_ORIGINS="https://app.example.com")
+def test_next_only_goes_to_allowed_places(auth, client, next_, expected):
+    auth.register()
+    response = sign_in_page(client, next_=next_)
+    assert response.status_code == 302 and response.headers["Location"] == expected
+
+
+def test_account_needs_a_sign_in(client):
+    response = client.get("/account")
+    assert response.status_code == 302 and response.headers["Location"] == "/login?next=/account"
+
+
+def test_cookie_api_calls_need_the_csrf_header(auth, client):
+    auth.register()
+    sign_in_page(client)
+    assert client.get("/api/v1/users/me").status_code == 200  # safe method: the cookie suffices
+    refused = client.patch("/api/v1/users/me", json={"full_name": "X"})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    token = client.get_cookie("csrf_access_token").value
+    ok = client.patch("/api/v1/users/me", json={"full_name": "X"}, headers={"X-CSRF-Token": token})
+    assert ok.status_code == 200
+
+
+def test_logout_page_ends_the_session(auth, client):
+    auth.register()
+    sign_in_page(client)
+    response = post_form(client, "/logout", {}, page="/account")
+    assert response.status_code == 302
+    assert client.get("/account").status_code == 302
+    assert client.get("/api/v1/auth/sessions", headers={}).status_code == 401
+
+
+def test_expired_access_cookie_is_renewed_from_the_refresh_cookie(app, auth, client):
+    auth.register()
+    sign_in_page(client)
+    client.delete_cookie("access_token_cookie")
+    response = client.get("/account")
+    assert response.status_code == 200
+    assert any(c.startswith("access_token_cookie=") for c in response.headers.getlist("Set-Cookie"))
+
+
+def test_password_change_on_the_account_page(auth, client):
+    other = auth.signed_in()
+    sign_in_page(client)
+    response = post_form(client, "/account/password", {"current_password": PASSWORD, "new_password": NEW},
+                         page="/account")
+    assert response.status_code == 302
+    assert client.get("/account").status_code == 200  # this browser stays signed in
+    assert client.get("/api/v1/users/me", headers=auth.bearer(other)).status_code == 401
+
+
+def test_reset_link_get_does_not_consume_the_token(auth, client, outbox):
+    auth.register()
+    post_form(client, "/password-reset", {"email": "user@example.com"})
+    link = next(u for u in links(outbox.wait_for(lambda m: "Reset" in m["Subject"])) if "/password-reset/" in u)
+    path = link.split("localhost", 1)[1]
+    for _ in range(3):  # a mail scanner prefetching the link
+        assert client.get(path).status_code == 200
+    response = post_form(client, path, {"new_password": NEW})
+    assert response.status_code == 302
+    assert auth.login(password=NEW).status_code == 200
+    assert client.get(path).status_code == 400
+
+
+def test_signup_completion_page(client, outbox):
+    client.post("/api/v1/auth/signup", json={"email": "two@example.com"})
+    link = next(u for u in links(outbox.wait_for(lambda m: m["To"] == "two@example.com"))
+                if "/signup/complete/" in u)
+    path = link.split("localhost", 1)[1]
+    assert client.get(path).status_code == 200 and client.get(path).status_code == 200
+    response = post_form(client, path, {"password": PASSWORD, "full_name": "Two"})
+    assert response.status_code == 302 and response.headers["Location"] == "/account"
+    assert "two@example.com" in client.get("/account").text
+
+
+def test_verify_link_verifies_on_get(auth, client, outbox):
+    auth.register()
+    link = next(u for u in links(outbox.wait_for(lambda m: m["To"] == "user@example.com"))
+                if "/verify-email/" in u)
+    path = link.split("localhost", 1)[1]
+    assert client.get(path).status_code == 200
+    assert client.get(path).status_code == 400
+
+
+def test_unknown_pages_are_html(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404 and response.mimetype == "text/html"
