@@ -96,14 +96,10 @@ def sqlite_template(tmp_path_factory):
 def database_url(request, tmp_path):
     """A fresh, migrated database for one test."""
     if request.param == "sqlite":
-        if request.node.get_closest_marker("postgres_only"):
-            pytest.skip("needs PostgreSQL")
         path = tmp_path / "test.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
-    if request.node.get_closest_marker("sqlite_only"):
-        pytest.skip("SQLite-only test")
     server = request.getfixturevalue("pg_server")
     template = request.getfixturevalue("pg_template")
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -146,6 +142,36 @@ def app(request, database_url, tmp_path, smtp_server):
             "MAIL_RETRY_BASE_SECONDS": 0.2, "MAIL_RETRY_MAX_SECONDS": 1, "MAIL_TIMEOUT": 5}
     application = make_app(database_url, tmp_path / "instance", **{**mail, **overrides})
     yield application
+    dispose(application)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium for the whole session."""
+    from .browser import CHROMIUM, launch_browser, stop_browser
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("chromium not found (scripts/test installs Debian's chromium package)")
+    playwright, instance = launch_browser()
+    yield instance
+    stop_browser(playwright, instance)
+
+
+@pytest.fixture
+def live_server(request, database_url, tmp_path, smtp_server):
+    """The app served over HTTP on 127.0.0.1, its PUBLIC_BASE_URL its own address (mail links lead back to it)."""
+    from .liveserver import LiveServer, free_port
+
+    port = free_port()
+    smtp_server.clear()
+    application = make_app(
+        database_url, tmp_path / "instance", PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_server.port, MAIL_POLL_SECONDS=0.1,
+    )
+    server = LiveServer(application, port)
+    server.start()
+    yield server
+    server.stop()
     dispose(application)
 
 
@@ -202,3 +228,16 @@ def auth(client) -> Auth:
 def pytest_configure(config):
     """Register the markers this suite uses."""
     config.addinivalue_line("markers", "sqlite_only: run on the SQLite backend only")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the backend variants a test's marker rules out (rather than reporting them as skipped)."""
+    keep, drop = [], []
+    for item in items:
+        backend = item.callspec.params.get("database_url") if hasattr(item, "callspec") else None
+        ruled_out = (backend == "postgresql" and item.get_closest_marker("sqlite_only")) or (
+            backend == "sqlite" and item.get_closest_marker("postgres_only"))
+        (drop if ruled_out else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
