@@ -28,6 +28,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     _init_extensions(app)
     _register_blueprints(app)
+    from .cli import register_commands
+
+    register_commands(app)
     return app
 
 

@@ -5,7 +5,7 @@ import sys
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, ScriptInfo, run_command
+from flask.cli import AppGroup, FlaskGroup, run_command, with_appcontext
 from flask_migrate import upgrade
 
 from .config import ConfigError
@@ -31,18 +31,20 @@ def cli():
     """Manage the authsvc service."""
 
 
-@cli.command("run", params=run_command.params, help="Bring the schema to head, then serve (development server).")
+@click.command("run", params=run_command.params, help="Bring the schema to head, then serve (development server).")
 @click.pass_context
+@with_appcontext
 def run(ctx, **kwargs):
     """Migrate the database to head, load the signing keys, and run the development server."""
-    app = ctx.ensure_object(ScriptInfo).load_app()
+    app = current_app._get_current_object()
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
         keys.ring()
     ctx.invoke(run_command, **kwargs)
 
 
-@cli.command("create-admin")
+@click.command("create-admin")
+@with_appcontext
 @click.argument("email")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
 def create_admin(email: str, password_stdin: bool):
@@ -70,7 +72,7 @@ def create_admin(email: str, password_stdin: bool):
     click.echo(f"Created admin {email}.")
 
 
-@cli.group("keys")
+@click.group("keys", cls=AppGroup)
 def keys_group():
     """Signing keys."""
 
@@ -83,7 +85,7 @@ def rotate_keys():
     click.echo(f"New active signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}).")
 
 
-@cli.group("mail")
+@click.group("mail", cls=AppGroup)
 def mail_group():
     """The mail outbox."""
 
@@ -95,6 +97,12 @@ def mail_flush():
     click.echo(f"sent {sent}, failed {failed}, waiting {outbox.backlog()}")
     if failed:
         sys.exit(1)
+
+
+def register_commands(app) -> None:
+    """Attach the service's commands to `app.cli` (the `authsvc` console script loads them from there)."""
+    for command in (run, create_admin, keys_group, mail_group):
+        app.cli.add_command(command)
 
 
 def main() -> None:

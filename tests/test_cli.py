@@ -1,0 +1,64 @@
+"""The `authsvc` commands: create-admin, keys rotate, mail flush."""
+import jwt
+import pytest
+
+from .conftest import PASSWORD
+
+
+def _me(client, auth, pair):
+    return client.get("/api/v1/users/me", headers=auth.bearer(pair))
+
+
+def test_create_admin_from_stdin(runner, auth, client):
+    result = runner.invoke(args=["create-admin", "Root@Example.com", "--password-stdin"], input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    pair = auth.login("root@example.com").json
+    me = _me(client, auth, pair).json
+    assert me["roles"] == ["admin"] and me["email_verified"] is True
+    assert jwt.decode(pair["access_token"], options={"verify_signature": False})["roles"] == ["admin"]
+
+
+def test_create_admin_from_prompt(runner, auth):
+    result = runner.invoke(args=["create-admin", "root@example.com"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert auth.login("root@example.com").status_code == 200
+
+
+def test_existing_user_becomes_admin_and_keeps_the_password(runner, auth, client):
+    auth.register()
+    result = runner.invoke(args=["create-admin", "user@example.com", "--password-stdin"], input="ignored 123456\n")
+    assert result.exit_code == 0
+    pair = auth.login().json
+    assert _me(client, auth, pair).json["roles"] == ["admin"]
+
+
+@pytest.mark.parametrize("email, password", [("not-an-email", PASSWORD), ("root@example.com", "short"),
+                                             ("root@example.com", "root@example.com")])
+def test_create_admin_refuses_bad_input(runner, auth, email, password):
+    result = runner.invoke(args=["create-admin", email, "--password-stdin"], input=password + "\n")
+    assert result.exit_code != 0
+    assert auth.login("root@example.com", password).status_code == 401
+
+
+@pytest.mark.settings(SIGNING_KEY_CACHE_SECONDS=0)
+def test_keys_rotate_keeps_old_tokens_valid(runner, auth, client):
+    before = auth.signed_in()
+    old_kid = jwt.get_unverified_header(before["access_token"])["kid"]
+    result = runner.invoke(args=["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    after = auth.login().json
+    new_kid = jwt.get_unverified_header(after["access_token"])["kid"]
+    assert new_kid != old_kid and new_kid in result.output
+    assert _me(client, auth, before).status_code == 200
+    assert _me(client, auth, after).status_code == 200
+    kids = [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
+    assert old_kid in kids and new_kid in kids
+
+
+@pytest.mark.settings(MAIL_WORKER=False)  # only the command may send in this test
+def test_mail_flush(runner, auth, outbox):
+    auth.register()
+    assert outbox.messages == []
+    result = runner.invoke(args=["mail", "flush"])
+    assert result.exit_code == 0 and "sent 1" in result.output
+    assert outbox.wait_for(lambda m: m["To"] == "user@example.com")

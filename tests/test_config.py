@@ -1,0 +1,94 @@
+"""Settings: defaults, parsing, and failing fast with one clear line on a bad value."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from authsvc.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(tmp_path, **settings):
+    return load({"INSTANCE_PATH": str(tmp_path), **settings})
+
+
+def test_defaults(tmp_path):
+    cfg = _load(tmp_path)
+    assert cfg["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'authsvc.db'}"
+    assert cfg["JWT_ALGORITHM"] == "RS256" and cfg["JWT_DECODE_ALGORITHMS"] == ["RS256"]
+    assert cfg["ACCESS_TOKEN_EXPIRE_MINUTES"] == 30 and cfg["REFRESH_TOKEN_EXPIRE_DAYS"] == 7
+    assert cfg["TIERS"] == ["free", "premium"] and cfg["TRUSTED_PROXIES"] == 0
+
+
+@pytest.mark.parametrize("url", ["postgres://u:p@db:5432/auth", "postgresql://u:p@db:5432/auth"])
+def test_postgres_urls_use_psycopg(tmp_path, url):
+    assert _load(tmp_path, DATABASE_URL=url)["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u:p@db:5432/auth"
+
+
+@pytest.mark.parametrize("settings", [
+    {"DATABASE_URL": "not a url"},
+    {"DATABASE_URL": "mysql://u@h/db"},
+    {"AUTHSVC_ENV": "production"},
+    {"AUTHSVC_ENV": "production", "SECRET_KEY": "short"},
+    {"AUTHSVC_ENV": "staging"},
+    {"JWT_ALGORITHM": "HS256"},
+    {"JWT_PRIVATE_KEY_FILE": "/nonexistent/key.pem"},
+    {"REQUIRE_VERIFIED_EMAIL": "maybe"},
+    {"ACCESS_TOKEN_EXPIRE_MINUTES": "soon"},
+    {"ACCESS_TOKEN_EXPIRE_MINUTES": "0"},
+    {"TIERS": ""},
+    {"MAIL_USE_TLS": "true", "MAIL_USE_SSL": "true"},
+])
+def test_bad_settings_fail_fast(tmp_path, settings):
+    with pytest.raises(ConfigError):
+        _load(tmp_path, **settings)
+
+
+@pytest.mark.parametrize("raw, value", [("true", True), ("1", True), ("yes", True),
+                                        ("false", False), ("0", False), ("no", False)])
+def test_booleans(tmp_path, raw, value):
+    assert _load(tmp_path, REQUIRE_VERIFIED_EMAIL=raw)["REQUIRE_VERIFIED_EMAIL"] is value
+
+
+def test_comma_lists(tmp_path):
+    cfg = _load(tmp_path, TIERS=" gold, silver ,", CORS_ORIGINS="https://a.example,https://b.example")
+    assert cfg["TIERS"] == ["gold", "silver"]
+    assert cfg["CORS_ORIGINS"] == ["https://a.example", "https://b.example"]
+
+
+def test_development_secret_generated_once(tmp_path):
+    first = _load(tmp_path)["SECRET_KEY"]
+    assert len(first) >= 32 and (tmp_path / "secret_key").read_text().strip() == first
+    assert _load(tmp_path)["SECRET_KEY"] == first
+
+
+def test_environment_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCESS_TOKEN_EXPIRE_MINUTES", "12")
+    monkeypatch.setenv("TIERS", "a,b")
+    cfg = _load(tmp_path)
+    assert cfg["ACCESS_TOKEN_EXPIRE_MINUTES"] == 12 and cfg["TIERS"] == ["a", "b"]
+
+
+def _run(tmp_path, args, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL", "AUTHSVC_ENV")}
+    base.update(INSTANCE_PATH=str(tmp_path), **env)
+    return subprocess.run(args, cwd=tmp_path, env=base, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("env, word", [
+    ({"AUTHSVC_ENV": "production"}, "SECRET_KEY"),
+    ({"DATABASE_URL": "://nope"}, "DATABASE_URL"),
+    ({"JWT_PRIVATE_KEY_FILE": "/nonexistent.pem"}, "JWT_PRIVATE_KEY_FILE"),
+])
+@pytest.mark.parametrize("command", ["cli", "wsgi"])
+def test_bad_setting_stops_the_process_with_one_line(tmp_path, env, word, command):
+    args = ([str(Path(sys.executable).parent / "authsvc"), "db", "current"] if command == "cli"
+            else [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import wsgi"])
+    result = _run(tmp_path, args, **env)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and word in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

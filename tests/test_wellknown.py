@@ -1,0 +1,45 @@
+"""Health, readiness, JWKS and discovery."""
+import jwt
+
+from .conftest import dispose, make_app
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_readyz(client):
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_and_api_when_the_database_is_down(tmp_path):
+    app = make_app("postgresql://postgres@127.0.0.1:1/nothing", tmp_path, DB_CONNECT_TIMEOUT=1, MAIL_WORKER=False)
+    try:
+        client = app.test_client()
+        assert client.get("/healthz").status_code == 200  # liveness does not depend on the database
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/api/v1/auth/login", json={"email": "a@example.com", "password": "whatever 123"})
+        assert response.status_code == 503 and response.json["error"]["code"] == "unavailable"
+    finally:
+        dispose(app)
+
+
+def test_jwks_verifies_access_tokens(auth, client):
+    token = auth.signed_in()["access_token"]
+    jwks = client.get("/.well-known/jwks.json")
+    assert jwks.status_code == 200
+    header = jwt.get_unverified_header(token)
+    key = next(k for k in jwks.json["keys"] if k["kid"] == header["kid"])
+    assert set(key) >= {"kty", "kid", "alg", "use", "n", "e"} and "d" not in key
+    claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["RS256"], audience="authsvc",
+                        issuer="http://localhost")
+    assert claims["type"] == "access"
+
+
+def test_openid_configuration(client):
+    doc = client.get("/.well-known/openid-configuration").json
+    assert doc["issuer"] == "http://localhost"
+    assert doc["jwks_uri"] == "http://localhost/.well-known/jwks.json"
+    assert doc["token_endpoint"] == "http://localhost/api/v1/auth/token"
+    assert doc["revocation_endpoint"] == "http://localhost/api/v1/auth/revoke"
