@@ -75,3 +75,10 @@ def test_password_is_stored_as_argon2id(app, auth):
         stored = db.session.query(User).one().password_hash
     assert stored.startswith("$argon2id$")
     assert PASSWORD not in stored
+
+
+@pytest.mark.parametrize("common", ["password1", "iloveyou1", "Qwerty123", "1234567890"])
+def test_common_passwords_are_refused(auth, common):
+    response = auth.register(password=common)
+    assert response.status_code == 422
+    assert "common" in " ".join(response.json["error"]["fields"]["password"])
