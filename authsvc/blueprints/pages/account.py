@@ -1,11 +1,11 @@
 """The account page: profile, email change, resend verification, sessions, password."""
-from flask import flash, g, redirect, request, url_for
+from flask import flash, g, redirect, url_for
 
 from ...errors import APIError
 from ...extensions import db
 from ...services import accounts, sessions, verification
 from . import bp, limit_posts, page, signin_required
-from .browser import clear_session_cookies, form_errors
+from .browser import form_errors, signed_out
 from .forms import ButtonForm, ChangePasswordForm, ProfileForm
 
 
@@ -65,10 +65,7 @@ def revoke_session(session_id: str):
     sessions.revoke_session(sessions.session_of(g.user.id, session_id), "session_revoked")
     db.session.commit()
     if session_id == str(g.session_id):
-        response = redirect(url_for("pages.login"))
-        clear_session_cookies(response)
-        g.new_pair = None
-        return response
+        return signed_out()
     return _back("That session was signed out.")
 
 
@@ -78,10 +75,7 @@ def revoke_all():
     """Sign out everywhere, this browser included."""
     sessions.revoke_user_sessions(g.user.id, "logout_all")
     db.session.commit()
-    response = redirect(url_for("pages.login"))
-    clear_session_cookies(response)
-    g.new_pair = None
-    return response
+    return signed_out()
 
 
 @bp.post("/account/password")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlsplit
 
-from flask import current_app, g, request
+from flask import current_app, g, redirect, request, url_for
 from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
 from ...errors import APIError
@@ -27,6 +27,14 @@ def clear_session_cookies(response) -> None:
     """Remove every sign-in cookie."""
     unset_jwt_cookies(response)
     response.delete_cookie(REFRESH_COOKIE, path="/")
+
+
+def signed_out():
+    """Send a browser whose session just ended to /login, without its sign-in cookies."""
+    response = redirect(url_for("pages.login"))
+    clear_session_cookies(response)
+    g.new_pair = None  # a pair rotated earlier in this request must not be set again
+    return response
 
 
 def load_browser_user() -> None:

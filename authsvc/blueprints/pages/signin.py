@@ -5,7 +5,7 @@ from ...errors import APIError
 from ...extensions import db
 from ...services import accounts, recovery, sessions, signup, verification
 from . import bp, limit_posts, page
-from .browser import clear_session_cookies, form_errors, safe_next, set_session_cookies
+from .browser import form_errors, safe_next, set_session_cookies, signed_out
 from .forms import EmailForm, LoginForm, NewPasswordForm, SignupCompleteForm, SignupForm
 
 
@@ -47,10 +47,7 @@ def logout():
     if g.user is not None:
         sessions.revoke_session(sessions.session_of(g.user.id, str(g.session_id)), "logout")
         db.session.commit()
-    response = redirect(url_for("pages.login"))
-    clear_session_cookies(response)
-    g.new_pair = None
-    return response
+    return signed_out()
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -140,10 +137,7 @@ def reset_confirm(token: str):
         else:
             db.session.commit()
             flash("Your password was changed and every session was signed out. Sign in with the new one.")
-            response = redirect(url_for("pages.login"))
-            clear_session_cookies(response)
-            g.new_pair = None
-            return response
+            return signed_out()
     return page("reset_confirm.html", 200 if request.method == "GET" else 400, form=form)
 
 
