@@ -180,3 +180,12 @@ def test_verify_link_verifies_on_get(auth, client, outbox):
 def test_unknown_pages_are_html(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404 and response.mimetype == "text/html"
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_MAIL_PER_ADDRESS="2/hour", RATELIMIT_MAIL_REQUEST="100/minute")
+def test_reset_page_shares_the_per_inbox_quota(client):
+    codes = [post_form(client, "/password-reset", {"email": "victim@example.com"}).status_code for _ in range(2)]
+    assert codes == [200, 200]
+    assert post_form(client, "/password-reset", {"email": "victim@example.com"}).status_code == 429
+    api = client.post("/api/v1/auth/password-reset/request", json={"email": "victim@example.com"})
+    assert api.status_code == 429

@@ -5,7 +5,8 @@ from ...auth import user_required
 from ...extensions import db
 from ...schemas import LoginIn, RefreshIn, RegisterIn, parse
 from ...services import accounts, sessions
-from . import bp, client_meta, limit
+from ...limits import limit
+from . import bp, client_meta
 
 
 @bp.post("/auth/register")

@@ -4,7 +4,8 @@ from flask import jsonify
 from ...extensions import db
 from ...schemas import EmailIn, ResetConfirmIn, SignupCompleteIn, TokenIn, parse
 from ...services import recovery, sessions, signup, verification
-from . import bp, client_meta, limit, limit_mail_per_address
+from ...limits import limit, limit_mail_per_address
+from . import bp, client_meta
 
 # The same answer whether or not the address has an account: it must not reveal which addresses exist.
 ACCEPTED = {"status": "accepted", "message": "If the address can receive it, a message is on its way."}

@@ -7,7 +7,8 @@ from ...errors import APIError, OAuthError
 from ...extensions import db
 from ...schemas import normalize_email
 from ...services import accounts, sessions, tokens
-from . import bp, client_meta, limit
+from ...limits import limit
+from . import bp, client_meta
 
 GRANTS = ("password", "refresh_token")
 

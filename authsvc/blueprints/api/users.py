@@ -5,7 +5,8 @@ from ...auth import user_required
 from ...extensions import db
 from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
 from ...services import accounts
-from . import bp, limit
+from ...limits import limit
+from . import bp
 
 
 @bp.get("/users/me")

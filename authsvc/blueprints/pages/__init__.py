@@ -1,9 +1,9 @@
 """Hosted HTML pages for browsers: sign-in, signup, email links, password reset, account."""
 from functools import wraps
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 
-from ...extensions import limiter
+from ...limits import limit
 from .browser import load_browser_user, set_session_cookies
 
 bp = Blueprint("pages", __name__)
@@ -11,7 +11,7 @@ bp = Blueprint("pages", __name__)
 
 def limit_posts(setting: str):
     """Rate-limit the POSTs of a page (not its GETs) by client address with the limit named by `setting`."""
-    return limiter.limit(lambda: current_app.config[setting], methods=["POST"])
+    return limit(setting, methods=["POST"])
 
 
 def signin_required(view):

@@ -3,6 +3,7 @@ from flask import current_app, flash, g, redirect, request, url_for
 
 from ...errors import APIError
 from ...extensions import db
+from ...limits import limit_mail_per_address
 from ...services import accounts, recovery, sessions, signup, verification
 from . import bp, limit_posts, page
 from .browser import form_errors, safe_next, set_session_cookies, signed_out
@@ -108,6 +109,7 @@ def verify_email(token: str):
 
 @bp.route("/password-reset", methods=["GET", "POST"])
 @limit_posts("RATELIMIT_MAIL_REQUEST")
+@limit_mail_per_address(methods=["POST"])
 def reset_request():
     """Ask for a reset link; the answer is the same whether or not the address has an account."""
     form = EmailForm()
