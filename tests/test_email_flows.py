@@ -185,3 +185,29 @@ def test_embedded_default_writes_eml_files(app, auth):
         time.sleep(0.05)
     files = list(folder.glob("*.eml"))
     assert len(files) == 1 and b"/verify-email/" in files[0].read_bytes()
+
+
+@pytest.mark.settings(MAIL_WORKER=False)
+@pytest.mark.parametrize("path", ["/signup", "/verify-email/resend", "/password-reset/request"])
+def test_mail_requests_do_the_same_work_for_every_address(app, auth, client, outbox, path):
+    """Known or not, a request writes one identical outbox row; the sender decides what it becomes."""
+    from authsvc.services import outbox as mail_outbox
+
+    auth.register("known@example.com")
+    with app.app_context():
+        db.session.query(OutboxMessage).delete()
+        db.session.commit()
+        tokens_before = db.session.query(OneTimeToken).count()
+    for email in ("known@example.com", "unknown@example.com"):
+        client.post(API + path, json={"email": email})
+    with app.app_context():
+        rows = db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.created_at)).all()
+        assert [(r.kind, r.text_body) for r in rows] == [(rows[0].kind, "")] * 2
+        assert db.session.query(OneTimeToken).count() == tokens_before
+        mail_outbox.flush()
+        mail_outbox.flush()
+    sent_to = {m["To"] for m in outbox.messages}
+    if path == "/signup":
+        assert sent_to == {"known@example.com", "unknown@example.com"}  # a notice, and a signup link
+    else:
+        assert sent_to == {"known@example.com"}

@@ -10,6 +10,7 @@ from flask import current_app, render_template
 from ..extensions import db
 from ..models import OutboxMessage
 
+REQUEST_PREFIX = "request:"
 SUBJECTS = {
     "verify_email": "Confirm your email address",
     "signup": "Finish creating your account",
@@ -33,6 +34,18 @@ def _queue(kind: str, recipient: str, **context) -> None:
         html_body=render_template(f"email/{kind}.html", **context),
     ))
     db.session.info["authsvc_mail_queued"] = True  # wakes the sender once this transaction commits
+
+
+def request(kind: str, recipient: str) -> None:
+    """Stage a request to mail `recipient` whose answer depends on whether the address has an account.
+
+    The request does the same work for every address (this one insert); the sender decides later, off the
+    request path, whether the address gets a link, a notice, or nothing (services/outbox.py COMPOSERS). So
+    neither the answer nor its timing can tell a caller which addresses have accounts.
+    """
+    db.session.add(OutboxMessage(kind=REQUEST_PREFIX + kind, recipient=recipient, subject="", text_body="",
+                                 html_body=""))
+    db.session.info["authsvc_mail_queued"] = True
 
 
 def verify_email(recipient: str, token: str) -> None:

@@ -20,8 +20,17 @@ from sqlalchemy.orm import Session as OrmSession
 
 from ..extensions import db
 from ..models import OutboxMessage, utcnow
+from . import recovery, signup, verification
+from .mail import REQUEST_PREFIX
 
 log = logging.getLogger(__name__)
+
+# What a mail request (see mail.request) turns into, decided here, off the request path.
+COMPOSERS = {
+    recovery.REQUEST_KIND: recovery.compose_reset,
+    signup.REQUEST_KIND: signup.compose,
+    verification.RESEND_KIND: verification.compose_resend,
+}
 
 
 class _TimedConnection(Connection):
@@ -74,9 +83,15 @@ def deliver_one() -> bool | None:
     if row is None:
         db.session.rollback()
         return None
+    row_id = row.id
     try:
-        _deliver(row)
+        if row.kind.startswith(REQUEST_PREFIX):
+            COMPOSERS[row.kind.removeprefix(REQUEST_PREFIX)](row.recipient)  # stages the real message, if any
+        else:
+            _deliver(row)
     except Exception as exc:  # noqa: BLE001 - any failure to hand over is retried later
+        db.session.rollback()
+        row = db.session.get(OutboxMessage, row_id, with_for_update=db.engine.dialect.name == "postgresql")
         row.attempts += 1
         row.next_attempt_at = utcnow() + _backoff(row.attempts)
         row.last_error = f"{exc.__class__.__name__}: {exc}"[:200]

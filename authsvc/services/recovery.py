@@ -10,12 +10,16 @@ from ..models import User
 from . import accounts, mail, onetime, passwords
 from .users import find_by_email, get_user
 
+REQUEST_KIND = "password_reset"
+
 
 def request_reset(email: str) -> None:
-    """Mail a reset link if `email` has an active account; say nothing either way (the caller answers 202).
+    """Stage a reset request for `email`; the caller answers 202 whatever the address (see mail.request)."""
+    mail.request(REQUEST_KIND, email)
 
-    A new request voids the older links, so only the newest one works.
-    """
+
+def compose_reset(email: str) -> None:
+    """(Sender) Mail a reset link if `email` has an active account, else nothing; older links stop working."""
     user = find_by_email(email)
     if user is None or not user.is_active:
         return

@@ -10,13 +10,16 @@ from ..models import User
 from . import accounts, mail, onetime, passwords
 from .users import find_by_email
 
+REQUEST_KIND = "signup"
+
 
 def start(email: str) -> None:
-    """Mail a link to finish signup, or, if the address has an account, a notice to its owner.
+    """Stage a signup request for `email`; the caller answers 202 whatever the address (see mail.request)."""
+    mail.request(REQUEST_KIND, email)
 
-    Either way one message is queued and the caller answers the same 202, so the answer does not reveal
-    whether the address has an account.
-    """
+
+def compose(email: str) -> None:
+    """(Sender) Mail a link to finish signup, or, if the address has an account, a notice to its owner."""
     if find_by_email(email) is not None:
         mail.account_exists(email)
         return

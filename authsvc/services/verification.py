@@ -11,6 +11,8 @@ from ..models import User, utcnow
 from . import mail, onetime
 from .users import find_by_email, get_user
 
+RESEND_KIND = "verify_email"
+
 
 def _lifetime() -> timedelta:
     return timedelta(hours=current_app.config["VERIFY_TOKEN_HOURS"])
@@ -23,7 +25,12 @@ def send_verification(user: User) -> None:
 
 
 def resend(email: str) -> None:
-    """Send a new link if `email` belongs to an unverified account; otherwise nothing (the answer is the same)."""
+    """Stage a resend request for `email`; the caller answers 202 whatever the address (see mail.request)."""
+    mail.request(RESEND_KIND, email)
+
+
+def compose_resend(email: str) -> None:
+    """(Sender) Mail a new link if `email` belongs to an unverified active account; otherwise nothing."""
     user = find_by_email(email)
     if user is not None and user.is_active and not user.email_verified:
         send_verification(user)
