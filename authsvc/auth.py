@@ -82,3 +82,19 @@ def user_required(view):
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def permission_required(permission: str):
+    """Require a user's access token whose user holds `permission` (through a role; `admin` holds all)."""
+
+    def decorate(view):
+        @wraps(view)
+        @user_required
+        def wrapper(*args, **kwargs):
+            if not g.user.can(permission):
+                raise APIError(403, "forbidden", f"This needs the {permission} permission.")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -12,7 +12,7 @@ from .config import ConfigError
 from .errors import APIError
 from .extensions import db
 from .schemas import normalize_email
-from .services import accounts, keys, outbox, users
+from .services import accounts, clients, keys, outbox, users
 
 
 def _create_app():
@@ -85,6 +85,24 @@ def rotate_keys():
     click.echo(f"New active signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}).")
 
 
+@click.group("clients", cls=AppGroup)
+def clients_group():
+    """Service clients."""
+
+
+@clients_group.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, help="A scope the client may ask for (repeatable).")
+def create_client(name: str, scopes: tuple[str, ...]):
+    """Create a service client; its secret is printed this once."""
+    try:
+        client, secret = clients.create(name, [s for scope in scopes for s in scope.split()])
+    except APIError as exc:
+        raise click.ClickException(exc.message if not exc.fields else str(exc.fields)) from None
+    db.session.commit()
+    click.echo(f"client_id: {client.client_id}\nclient_secret: {secret}\nscopes: {' '.join(client.scopes)}")
+
+
 @click.group("mail", cls=AppGroup)
 def mail_group():
     """The mail outbox."""
@@ -101,7 +119,7 @@ def mail_flush():
 
 def register_commands(app) -> None:
     """Attach the service's commands to `app.cli` (the `authsvc` console script loads them from there)."""
-    for command in (run, create_admin, keys_group, mail_group):
+    for command in (run, create_admin, keys_group, clients_group, mail_group):
         app.cli.add_command(command)
 
 

@@ -119,3 +119,48 @@ class SignupCompleteIn(Payload):
 class ResetConfirmIn(Payload):
     token: OpaqueToken
     new_password: Password
+
+
+RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
+
+
+class AdminUserIn(Payload):
+    email: Email
+    password: Password | None = None
+    full_name: Name = ""
+    roles: list[RoleName] = Field(default_factory=list, max_length=32)
+    tier: Text | None = None
+    email_verified: bool = False
+
+
+class AdminUserPatch(Payload):
+    full_name: Name | None = None
+    email: Email | None = None
+    is_active: bool | None = None
+    roles: list[RoleName] | None = Field(default=None, max_length=32)
+    tier: Text | None = None
+    email_verified: bool | None = None
+
+
+class ClientIn(Payload):
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_text)]
+    scopes: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+
+
+class UserListQuery(BaseModel):
+    """Query string of GET /admin/users (strings from the URL, converted)."""
+
+    model_config = ConfigDict(extra="ignore")
+    page: int = Field(1, ge=1, le=100000)
+    per_page: int = Field(20, ge=1, le=100)
+    q: Annotated[str, Field(max_length=200), AfterValidator(_text)] | None = None
+    is_active: bool | None = None
+    role: Annotated[str, Field(max_length=64)] | None = None
+
+
+def parse_query(model: type[M]) -> M:
+    """Parse the query string into `model`; 422 `validation_error` naming each bad parameter."""
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise validation_error(_messages(exc)) from None

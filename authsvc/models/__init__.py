@@ -1,11 +1,12 @@
 """The data model; importing this package registers every table on `db.metadata`."""
 from .base import isoformat, utcnow
+from .clients import ServiceClient
 from .mail import OutboxMessage
 from .sessions import RefreshToken, RevokedToken, Session
 from .tokens import OneTimeToken, SigningKey
-from .users import ADMIN_ROLE, Role, User, user_roles
+from .users import ADMIN_ROLE, PERMISSIONS, Role, User, user_roles
 
 __all__ = [
-    "ADMIN_ROLE", "OneTimeToken", "OutboxMessage", "RefreshToken", "RevokedToken", "Role", "Session", "SigningKey", "User",
+    "ADMIN_ROLE", "OneTimeToken", "OutboxMessage", "PERMISSIONS", "ServiceClient", "RefreshToken", "RevokedToken", "Role", "Session", "SigningKey", "User",
     "isoformat", "user_roles", "utcnow",
 ]

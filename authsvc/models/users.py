@@ -4,13 +4,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, Text, Uuid, func
+from sqlalchemy import JSON, Boolean, Column, ForeignKey, Index, String, Table, Text, Uuid, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .base import UTCDateTime, isoformat, new_id, utcnow
 
 ADMIN_ROLE = "admin"
+# What roles can grant. `admin` is built in and holds every permission, present and future.
+PERMISSIONS = ("users:read", "users:write", "clients:manage", "audit:read")
 
 user_roles = Table(
     "user_roles",
@@ -27,7 +29,12 @@ class Role(db.Model):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    permissions: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def grants(self, permission: str) -> bool:
+        """Whether this role grants `permission`."""
+        return self.name == ADMIN_ROLE or permission in (self.permissions or [])
 
 
 class User(db.Model):
@@ -50,6 +57,10 @@ class User(db.Model):
     def role_names(self) -> list[str]:
         """The names of this user's roles, sorted."""
         return sorted(role.name for role in self.roles)
+
+    def can(self, permission: str) -> bool:
+        """Whether one of the user's roles grants `permission`."""
+        return any(role.grants(permission) for role in self.roles)
 
     def to_dict(self) -> dict:
         """The contract's User object; never a hash or a secret."""

@@ -12,7 +12,7 @@ from flask_jwt_extended import create_access_token, decode_token
 from sqlalchemy import and_, exists, select
 
 from ..extensions import db
-from ..models import RevokedToken, Session, User, utcnow
+from ..models import RefreshToken, RevokedToken, ServiceClient, Session, User, utcnow
 from . import keys
 
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti", "type")
@@ -86,8 +86,9 @@ def is_revoked(payload: dict) -> bool:
     """
     jti_revoked = exists().where(RevokedToken.jti == payload["jti"])
     sid = payload.get("sid")
-    if sid is None:
-        return bool(db.session.execute(select(jti_revoked)).scalar())
+    if sid is None:  # a service client's token: it dies with its client
+        client_gone = ~exists().where(ServiceClient.client_id == payload.get("client_id"))
+        return bool(db.session.execute(select(jti_revoked | client_gone)).scalar())
     try:
         session_id = uuid.UUID(sid)
     except (ValueError, TypeError):
@@ -114,3 +115,45 @@ def revoke_access_token(payload: dict) -> None:
     if db.session.get(RevokedToken, payload["jti"]) is None:
         expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
         db.session.add(RevokedToken(jti=payload["jti"], expires_at=max(expires, utcnow())))
+
+
+def _introspect_refresh(token: str) -> dict | None:
+    row = db.session.scalars(select(RefreshToken).where(RefreshToken.token_hash == hash_token(token))).first()
+    if row is None:
+        return None
+    session, now = row.session, utcnow()
+    if row.used_at is not None or row.expires_at <= now or session.revoked_at is not None \
+            or not session.user.is_active:
+        return {"active": False}
+    return {"active": True, "sub": str(session.user_id), "scope": "", "sid": str(session.id),
+            "iat": int(row.created_at.timestamp()), "exp": int(row.expires_at.timestamp()),
+            "token_type": "refresh_token"}
+
+
+def _introspect_access(token: str) -> dict | None:
+    payload = decode_access_token(token)
+    if payload is None:
+        return None
+    if is_revoked(payload):
+        return {"active": False}
+    answer = {"active": True, "sub": payload["sub"], "scope": payload.get("scope", ""), "exp": payload["exp"],
+              "iat": payload["iat"], "token_type": "access_token", "iss": payload["iss"], "aud": payload["aud"]}
+    for claim in ("client_id", "sid", "email", "roles", "tier"):
+        if claim in payload:
+            answer[claim] = payload[claim]
+    return answer
+
+
+def introspect(token: str, hint: str | None) -> dict:
+    """RFC 7662 answer for a token of ours: its facts when live, `{"active": false}` for anything else.
+
+    The hint only says which kind to try first (RFC 7662 §2.1).
+    """
+    kinds = [_introspect_access, _introspect_refresh]
+    if hint != "access_token":
+        kinds.reverse()
+    for kind in kinds:
+        answer = kind(token)
+        if answer is not None:
+            return answer
+    return {"active": False}

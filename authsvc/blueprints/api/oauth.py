@@ -1,16 +1,17 @@
 """OAuth2 endpoints (RFC 6749 token, RFC 7009 revocation): form bodies in, RFC-shaped errors out."""
 from contextlib import contextmanager
+from urllib.parse import unquote_plus
 
 from flask import jsonify, request
 
 from ...errors import APIError, OAuthError
 from ...extensions import db
 from ...schemas import normalize_email
-from ...services import accounts, sessions, tokens
+from ...services import accounts, clients, sessions, tokens
 from ...limits import limit
 from . import bp, client_meta
 
-GRANTS = ("password", "refresh_token")
+GRANTS = ("password", "refresh_token", "client_credentials")
 
 
 def _form() -> dict:
@@ -57,6 +58,38 @@ def _refresh_grant(form) -> dict:
         return sessions.rotate(refresh_token, *client_meta())
 
 
+def _client_credentials(form, required: bool):
+    """The service client authenticating this request (HTTP Basic, or form client_id/client_secret).
+
+    Returns None when no credentials were sent and none are `required`; wrong credentials are always 401.
+    """
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        # RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before encoding.
+        client_id, secret = unquote_plus(auth.username or ""), unquote_plus(auth.password or "")
+    elif form.get("client_id") or form.get("client_secret"):
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+    elif not required:
+        return None
+    else:
+        raise OAuthError("invalid_client", "Client authentication is required.", status=401)
+    client = clients.authenticate(client_id[:200], secret[:200])
+    if client is None:
+        raise OAuthError("invalid_client", "Client authentication failed.", status=401)
+    return client
+
+
+def _client_grant(form) -> dict:
+    client = _client_credentials(form, required=True)
+    with _as_invalid_grant():
+        try:
+            return clients.token_response(client, form.get("scope"))
+        except APIError as exc:
+            if exc.code == "invalid_scope":
+                raise OAuthError("invalid_scope", exc.message) from None
+            raise
+
+
 @bp.post("/auth/token")
 @limit("RATELIMIT_TOKEN")
 def token():
@@ -67,7 +100,8 @@ def token():
         raise OAuthError("invalid_request", "Missing parameter: grant_type.")
     if grant_type not in GRANTS:
         raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}.")
-    pair = _password_grant(form) if grant_type == "password" else _refresh_grant(form)
+    grant = {"password": _password_grant, "refresh_token": _refresh_grant, "client_credentials": _client_grant}
+    pair = grant[grant_type](form)
     db.session.commit()
     response = jsonify(pair)
     response.headers["Pragma"] = "no-cache"
@@ -78,6 +112,7 @@ def token():
 def revoke():
     """RFC 7009: revoke a refresh token (its whole session) or one access token → 200, known or not."""
     form = _form()
+    _client_credentials(form, required=False)  # a client may authenticate; if it tries, it must succeed
     (token_value,) = _required(form, "token")
     done = False
     if form.get("token_type_hint") != "access_token":
@@ -88,3 +123,14 @@ def revoke():
             tokens.revoke_access_token(payload)
     db.session.commit()
     return "", 200
+
+
+@bp.post("/auth/introspect")
+def introspect():
+    """RFC 7662, for service clients: whether a token is live, and what it says; dead or foreign → inactive."""
+    form = _form()
+    _client_credentials(form, required=True)
+    (token_value,) = _required(form, "token")
+    response = jsonify(tokens.introspect(token_value, form.get("token_type_hint")))
+    response.headers["Cache-Control"] = "no-store"
+    return response

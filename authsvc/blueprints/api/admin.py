@@ -1,0 +1,86 @@
+"""Admin API: users and service clients (each view declares the permission it needs)."""
+from flask import jsonify
+
+from ...auth import permission_required
+from ...errors import APIError
+from ...extensions import db
+from ...schemas import AdminUserIn, AdminUserPatch, ClientIn, UserListQuery, parse, parse_query
+from ...services import admin, clients, users
+from . import bp
+
+
+def _user(user_id: str):
+    user = users.get_user(user_id)
+    if user is None:
+        raise APIError(404, "not_found", "No such user.")
+    return user
+
+
+@bp.get("/admin/users")
+@permission_required("users:read")
+def list_users():
+    """Users, paginated, searchable by email and name, filterable by status and role."""
+    query = parse_query(UserListQuery)
+    return jsonify(admin.list_users(query.page, query.per_page, query.q, query.is_active, query.role))
+
+
+@bp.post("/admin/users")
+@permission_required("users:write")
+def create_user():
+    """Create a user → 201 User."""
+    body = parse(AdminUserIn)
+    user = admin.create_user(body.email, body.password, body.full_name, body.roles, body.tier, body.email_verified)
+    db.session.commit()
+    return jsonify(user.to_dict()), 201
+
+
+@bp.get("/admin/users/<user_id>")
+@permission_required("users:read")
+def get_user(user_id: str):
+    """One user."""
+    return jsonify(_user(user_id).to_dict())
+
+
+@bp.patch("/admin/users/<user_id>")
+@permission_required("users:write")
+def update_user(user_id: str):
+    """Change a user; deactivating ends their sessions → User."""
+    changes = parse(AdminUserPatch).model_dump(exclude_unset=True)
+    user = admin.update_user(_user(user_id), changes)
+    db.session.commit()
+    return jsonify(user.to_dict())
+
+
+@bp.delete("/admin/users/<user_id>")
+@permission_required("users:write")
+def delete_user(user_id: str):
+    """Hard-delete a user → 204."""
+    admin.delete_user(_user(user_id))
+    db.session.commit()
+    return "", 204
+
+
+@bp.get("/admin/clients")
+@permission_required("clients:manage")
+def list_clients():
+    """Every service client (secrets are never shown again)."""
+    return jsonify([c.to_dict() for c in clients.all_clients()])
+
+
+@bp.post("/admin/clients")
+@permission_required("clients:manage")
+def create_client():
+    """Create a service client → 201 with its `client_secret`, shown this once."""
+    body = parse(ClientIn)
+    client, secret = clients.create(body.name.strip(), body.scopes)
+    db.session.commit()
+    return jsonify({**client.to_dict(), "client_secret": secret}), 201
+
+
+@bp.delete("/admin/clients/<client_id>")
+@permission_required("clients:manage")
+def delete_client(client_id: str):
+    """Delete a service client; its tokens stop working → 204."""
+    clients.delete(clients.get(client_id))
+    db.session.commit()
+    return "", 204
