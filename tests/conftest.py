@@ -225,6 +225,15 @@ def auth(client) -> Auth:
     return Auth(client)
 
 
+@pytest.fixture
+def admin(app, auth) -> dict:
+    """Authorization headers of a signed-in admin (admin@example.com), made with `authsvc create-admin`."""
+    result = app.test_cli_runner().invoke(args=["create-admin", "admin@example.com", "--password-stdin"],
+                                          input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    return auth.bearer(auth.login("admin@example.com").json)
+
+
 def pytest_configure(config):
     """Register the markers this suite uses."""
     config.addinivalue_line("markers", "sqlite_only: run on the SQLite backend only")

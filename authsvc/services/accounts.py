@@ -11,7 +11,7 @@ from ..errors import APIError, validation_error
 from ..extensions import db
 from ..models import ADMIN_ROLE, User, utcnow
 from . import mail, onetime, passwords, verification
-from .users import check_tier, find_by_email, role
+from .users import check_tier, find_by_email, guard_last_admin, role
 from .sessions import revoke_user_sessions
 
 
@@ -108,6 +108,7 @@ def change_password(user: User, current_password: str, new_password: str, sessio
 def deactivate(user: User, password: str) -> None:
     """Deactivate the caller's own account after checking the password; every session ends."""
     _check_current_password(user, password)
+    guard_last_admin(user, stays_admin=False)
     user.is_active = False
     user.updated_at = utcnow()
     revoke_user_sessions(user.id, "account_deactivated")

@@ -10,7 +10,7 @@ from ..extensions import db
 from ..models import ADMIN_ROLE, Role, User, user_roles, utcnow
 from . import accounts, verification
 from .sessions import revoke_user_sessions
-from .users import check_tier, find_by_email, role
+from .users import check_tier, find_by_email, guard_last_admin, role
 
 
 def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, role_name: str | None) -> dict:
@@ -30,27 +30,6 @@ def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, 
     return {"items": [u.to_dict() for u in items], "page": page, "per_page": per_page, "total": total}
 
 
-def _lock_admins() -> None:
-    # Two admins demoting each other at once would each still see the other and both succeed, leaving none.
-    # Locking the admin role's row serialises every change that can remove an admin (SQLite serialises
-    # writers anyway, with BEGIN IMMEDIATE).
-    db.session.execute(select(Role.id).where(Role.name == ADMIN_ROLE).with_for_update())
-
-
-def _other_active_admins(user: User) -> int:
-    return db.session.scalar(
-        select(func.count()).select_from(User).join(user_roles, user_roles.c.user_id == User.id).join(Role)
-        .where(Role.name == ADMIN_ROLE, User.is_active.is_(True), User.id != user.id)
-    )
-
-
-def _guard_last_admin(user: User, stays_admin: bool) -> None:
-    if ADMIN_ROLE in user.role_names and user.is_active and not stays_admin:
-        _lock_admins()
-        if _other_active_admins(user) == 0:
-            raise APIError(409, "conflict", "This is the last admin; make another admin first.")
-
-
 def create_user(email: str, password: str | None, full_name: str, roles: list[str], tier: str | None,
                 email_verified: bool) -> User:
     """Stage a user created by an admin; without a password they set one through the reset flow."""
@@ -67,7 +46,7 @@ def update_user(user: User, changes: dict) -> User:
     deactivating = changes.get("is_active") is False and user.is_active
     stays_admin = (ADMIN_ROLE in new_roles if new_roles is not None else ADMIN_ROLE in user.role_names) \
         and changes.get("is_active", user.is_active)
-    _guard_last_admin(user, stays_admin)
+    guard_last_admin(user, stays_admin)
     if "email" in changes and changes["email"].lower() != user.email.lower():
         if find_by_email(changes["email"]) is not None:
             raise APIError(409, "email_taken", "An account with this email address already exists.")
@@ -88,6 +67,6 @@ def update_user(user: User, changes: dict) -> User:
 
 def delete_user(user: User) -> None:
     """Stage a hard delete (sessions, tokens and identities go with it)."""
-    _guard_last_admin(user, stays_admin=False)
+    guard_last_admin(user, stays_admin=False)
     signals.user_deleted.send(current_app._get_current_object(), user_id=user.id, email=user.email)
     db.session.delete(user)

@@ -6,9 +6,9 @@ import uuid
 from flask import current_app
 from sqlalchemy import func, select
 
-from ..errors import validation_error
+from ..errors import APIError, validation_error
 from ..extensions import db
-from ..models import Role, User
+from ..models import ADMIN_ROLE, Role, User, user_roles
 
 
 def find_by_email(email: str) -> User | None:
@@ -41,3 +41,25 @@ def role(name: str) -> Role:
         found = Role(name=name)
         db.session.add(found)
     return found
+
+
+def _lock_admins() -> None:
+    # Two admins demoting each other at once would each still see the other and both succeed, leaving none.
+    # Locking the admin role's row serialises every change that can remove an admin (SQLite serialises
+    # writers anyway, with BEGIN IMMEDIATE).
+    db.session.execute(select(Role.id).where(Role.name == ADMIN_ROLE).with_for_update())
+
+
+def _other_active_admins(user: User) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(User).join(user_roles, user_roles.c.user_id == User.id).join(Role)
+        .where(Role.name == ADMIN_ROLE, User.is_active.is_(True), User.id != user.id)
+    )
+
+
+def guard_last_admin(user: User, stays_admin: bool) -> None:
+    """409 `conflict` if this change would leave no active admin (the user's own role or account included)."""
+    if ADMIN_ROLE in user.role_names and user.is_active and not stays_admin:
+        _lock_admins()
+        if _other_active_admins(user) == 0:
+            raise APIError(409, "conflict", "This is the last admin; make another admin first.")

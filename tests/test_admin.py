@@ -1,0 +1,140 @@
+"""Admin API: permissions, user management, pagination, and the last admin."""
+import uuid
+
+import pytest
+
+from authsvc.extensions import db
+from authsvc.models import Role
+
+from .conftest import PASSWORD
+
+USERS = "/api/v1/admin/users"
+
+
+def _make(client, admin, email, **extra):
+    response = client.post(USERS, json={"email": email, "password": PASSWORD, **extra}, headers=admin)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", USERS), ("post", USERS), ("get", f"{USERS}/{uuid.uuid4()}"), ("patch", f"{USERS}/{uuid.uuid4()}"),
+    ("delete", f"{USERS}/{uuid.uuid4()}"), ("get", "/api/v1/admin/clients"), ("post", "/api/v1/admin/clients"),
+])
+def test_non_admins_are_forbidden(auth, client, method, path):
+    pair = auth.signed_in()
+    response = getattr(client, method)(path, json={}, headers=auth.bearer(pair))
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    assert getattr(client, method)(path, json={}).status_code == 401
+
+
+def test_role_permissions_grant_access(app, auth, client, admin):
+    with app.app_context():
+        db.session.add(Role(name="support", permissions=["users:read"]))
+        db.session.commit()
+    _make(client, admin, "helper@example.com", roles=["support"])
+    helper = auth.bearer(auth.login("helper@example.com").json)
+    assert client.get(USERS, headers=helper).status_code == 200
+    assert client.post(USERS, json={"email": "x@example.com"}, headers=helper).status_code == 403
+
+
+def test_create_and_get(client, admin):
+    user = _make(client, admin, "New@Example.com", full_name="New", roles=["editor"], tier="premium",
+                 email_verified=True)
+    assert user["roles"] == ["editor"] and user["tier"] == "premium" and user["email_verified"] is True
+    assert client.get(f"{USERS}/{user['id']}", headers=admin).json == user
+
+
+def test_create_without_password(auth, client, admin):
+    _make(client, admin, "nopass@example.com", password=None)
+    assert auth.login("nopass@example.com").status_code == 401
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"email": "admin@example.com"}, "email_taken"),
+    ({"email": "bad"}, "validation_error"),
+    ({"email": "a@example.com", "roles": ["Not Valid!"]}, "validation_error"),
+    ({"email": "a@example.com", "tier": "gold"}, "validation_error"),
+    ({"email": "a@example.com", "password": "short"}, "validation_error"),
+])
+def test_create_errors(client, admin, body, code):
+    assert client.post(USERS, json=body, headers=admin).json["error"]["code"] == code
+
+
+def test_list_search_filter_and_paginate(client, admin):
+    for i in range(5):
+        _make(client, admin, f"user{i}@example.com", full_name=f"Person {i}")
+    _make(client, admin, "zed@example.com", full_name="Zed Findme")
+    page = client.get(f"{USERS}?page=2&per_page=2", headers=admin).json
+    assert page["total"] == 7 and page["page"] == 2 and page["per_page"] == 2 and len(page["items"]) == 2
+    assert client.get(f"{USERS}?page=5&per_page=2", headers=admin).json["items"] == []
+    assert [u["email"] for u in client.get(f"{USERS}?q=findme", headers=admin).json["items"]] == ["zed@example.com"]
+    assert client.get(f"{USERS}?q=USER3", headers=admin).json["total"] == 1
+    assert [u["email"] for u in client.get(f"{USERS}?role=admin", headers=admin).json["items"]] == [
+        "admin@example.com"]
+    user = client.get(f"{USERS}?q=user0", headers=admin).json["items"][0]
+    client.patch(f"{USERS}/{user['id']}", json={"is_active": False}, headers=admin)
+    assert client.get(f"{USERS}?is_active=false", headers=admin).json["total"] == 1
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=x", "per_page=0", "per_page=101", "is_active=maybe"])
+def test_list_bad_query(client, admin, query):
+    response = client.get(f"{USERS}?{query}", headers=admin)
+    assert response.status_code == 422 and response.json["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("user_id", [str(uuid.uuid4()), "nope"])
+def test_unknown_user_is_404(client, admin, user_id):
+    for method in ("get", "patch", "delete"):
+        assert getattr(client, method)(f"{USERS}/{user_id}", json={}, headers=admin).status_code == 404
+
+
+def test_patch_fields_and_roles_reach_tokens(auth, client, admin):
+    user = _make(client, admin, "u@example.com")
+    changed = client.patch(f"{USERS}/{user['id']}", json={"full_name": "Renamed", "tier": "premium",
+                                                          "roles": ["editor"], "email_verified": True},
+                           headers=admin).json
+    assert changed["full_name"] == "Renamed" and changed["roles"] == ["editor"] and changed["tier"] == "premium"
+    import jwt
+    claims = jwt.decode(auth.login("u@example.com").json["access_token"], options={"verify_signature": False})
+    assert claims["roles"] == ["editor"] and claims["tier"] == "premium" and claims["email_verified"] is True
+
+
+def test_deactivation_ends_sessions_at_once(auth, client, admin):
+    user = _make(client, admin, "u@example.com")
+    pair = auth.login("u@example.com").json
+    assert client.patch(f"{USERS}/{user['id']}", json={"is_active": False}, headers=admin).status_code == 200
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 401
+    assert auth.refresh(pair["refresh_token"]).status_code == 401
+    assert auth.login("u@example.com").json["error"]["code"] == "account_disabled"
+
+
+def test_hard_delete(auth, client, admin):
+    user = _make(client, admin, "u@example.com")
+    pair = auth.login("u@example.com").json
+    assert client.delete(f"{USERS}/{user['id']}", headers=admin).status_code == 204
+    assert client.get(f"{USERS}/{user['id']}", headers=admin).status_code == 404
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 401
+    assert auth.register("u@example.com").status_code == 201  # the address is free again
+
+
+@pytest.mark.parametrize("change", [{"roles": []}, {"is_active": False}, "delete"])
+def test_the_last_admin_cannot_be_removed(client, admin, change):
+    me = client.get("/api/v1/users/me", headers=admin).json
+    response = (client.delete(f"{USERS}/{me['id']}", headers=admin) if change == "delete"
+                else client.patch(f"{USERS}/{me['id']}", json=change, headers=admin))
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    second = _make(client, admin, "second@example.com", roles=["admin"])
+    assert client.patch(f"{USERS}/{second['id']}", json={"roles": []}, headers=admin).status_code == 200
+    promoted = _make(client, admin, "third@example.com", roles=["admin"])
+    response = (client.delete(f"{USERS}/{me['id']}", headers=admin) if change == "delete"
+                else client.patch(f"{USERS}/{me['id']}", json=change, headers=admin))
+    assert response.status_code in (200, 204), response.json
+    assert promoted["roles"] == ["admin"]
+
+
+def test_the_last_admin_cannot_deactivate_their_own_account(client, admin):
+    response = client.delete("/api/v1/users/me", json={"password": PASSWORD}, headers=admin)
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    _make(client, admin, "second@example.com", roles=["admin"])
+    assert client.delete("/api/v1/users/me", json={"password": PASSWORD}, headers=admin).status_code == 204

@@ -1,0 +1,144 @@
+"""Service clients: client_credentials, introspection (RFC 7662) and revocation (RFC 7009) with client auth."""
+import base64
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from authsvc.extensions import db
+from authsvc.models import RefreshToken, utcnow
+
+TOKEN = "/api/v1/auth/token"
+INTROSPECT = "/api/v1/auth/introspect"
+REVOKE = "/api/v1/auth/revoke"
+
+
+@pytest.fixture
+def service(client, admin):
+    """A service client with scopes `users:read` and `reports`: (client_id, secret, admin-API id)."""
+    response = client.post("/api/v1/admin/clients", json={"name": "billing", "scopes": ["users:read", "reports"]},
+                           headers=admin)
+    assert response.status_code == 201
+    body = response.json
+    return body["client_id"], body["client_secret"], body["id"]
+
+
+def _basic(client_id, secret):
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def test_secret_shown_once_and_never_listed(client, admin, service):
+    listed = client.get("/api/v1/admin/clients", headers=admin).json
+    assert [c["client_id"] for c in listed] == [service[0]] and "client_secret" not in listed[0]
+
+
+@pytest.mark.parametrize("how", ["basic", "form"])
+def test_client_credentials(client, service, how):
+    client_id, secret, _ = service
+    form = {"grant_type": "client_credentials", "scope": "reports"}
+    if how == "basic":
+        response = client.post(TOKEN, data=form, headers=_basic(client_id, secret))
+    else:
+        response = client.post(TOKEN, data={**form, "client_id": client_id, "client_secret": secret})
+    assert response.status_code == 200
+    assert response.json["scope"] == "reports" and "refresh_token" not in response.json
+    import jwt
+    claims = jwt.decode(response.json["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == client_id and claims["client_id"] == client_id and claims["scope"] == "reports"
+
+
+@pytest.mark.parametrize("credentials, status, error", [
+    ({"client_id": "svc_unknown", "client_secret": "x"}, 401, "invalid_client"),
+    ("wrong-secret", 401, "invalid_client"),
+    (None, 401, "invalid_client"),
+    ("scope", 400, "invalid_scope"),
+])
+def test_client_credentials_errors(client, service, credentials, status, error):
+    client_id, secret, _ = service
+    form = {"grant_type": "client_credentials"}
+    if credentials == "wrong-secret":
+        form.update(client_id=client_id, client_secret=secret + "x")
+    elif credentials == "scope":
+        form.update(client_id=client_id, client_secret=secret, scope="admin:everything")
+    elif credentials:
+        form.update(credentials)
+    response = client.post(TOKEN, data=form)
+    assert response.status_code == status and response.json["error"] == error
+
+
+def test_cli_creates_clients(runner, client):
+    result = runner.invoke(args=["clients", "create", "reports", "--scope", "reports", "--scope", "users:read"])
+    assert result.exit_code == 0
+    lines = dict(line.split(": ", 1) for line in result.output.strip().splitlines())
+    response = client.post(TOKEN, data={"grant_type": "client_credentials"},
+                           headers=_basic(lines["client_id"], lines["client_secret"]))
+    assert response.status_code == 200 and response.json["scope"] == "reports users:read"
+
+
+def _introspect(client, service, token, **extra):
+    return client.post(INTROSPECT, data={"token": token, **extra}, headers=_basic(*service[:2]))
+
+
+def test_introspect_live_tokens(auth, client, service):
+    pair = auth.signed_in()
+    access = _introspect(client, service, pair["access_token"]).json
+    assert access["active"] is True and access["token_type"] == "access_token" and access["sid"]
+    refresh = _introspect(client, service, pair["refresh_token"], token_type_hint="refresh_token").json
+    assert refresh["active"] is True and refresh["token_type"] == "refresh_token" and refresh["sub"] == access["sub"]
+    own = client.post(TOKEN, data={"grant_type": "client_credentials"}, headers=_basic(*service[:2])).json
+    answer = _introspect(client, service, own["access_token"]).json
+    assert answer["active"] is True and answer["client_id"] == service[0] and answer["scope"] == "reports users:read"
+
+
+def _dead_tokens(app, auth, client, admin, service):
+    """Each kind of dead token, by name."""
+    dead = {}
+    pair = auth.signed_in("a@example.com")
+    client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
+    dead["access after logout"], dead["refresh after logout"] = pair["access_token"], pair["refresh_token"]
+    pair = auth.signed_in("b@example.com")
+    dead["rotated refresh"] = pair["refresh_token"]
+    auth.refresh(pair["refresh_token"])
+    pair = auth.signed_in("c@example.com")
+    client.post(REVOKE, data={"token": pair["access_token"], "token_type_hint": "access_token"})
+    dead["revoked access"] = pair["access_token"]
+    pair = auth.signed_in("d@example.com")
+    with app.app_context():
+        row = db.session.scalars(select(RefreshToken).order_by(RefreshToken.created_at.desc())).first()
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    dead["expired refresh"] = pair["refresh_token"]
+    other = client.post("/api/v1/admin/clients", json={"name": "gone", "scopes": []}, headers=admin).json
+    token = client.post(TOKEN, data={"grant_type": "client_credentials"},
+                        headers=_basic(other["client_id"], other["client_secret"])).json["access_token"]
+    client.delete(f"/api/v1/admin/clients/{other['id']}", headers=admin)
+    dead["deleted client's token"] = token
+    dead["foreign"] = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    dead["garbage"] = "not a token"
+    return dead
+
+
+def test_introspect_dead_tokens(app, auth, client, admin, service):
+    for name, token in _dead_tokens(app, auth, client, admin, service).items():
+        assert _introspect(client, service, token).json == {"active": False}, name
+
+
+def test_deleted_clients_tokens_stop_working_at_the_gateway(client, admin, service):
+    token = client.post(TOKEN, data={"grant_type": "client_credentials"}, headers=_basic(*service[:2])).json
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert client.get("/api/v1/auth/verify", headers=headers).status_code == 200
+    assert client.delete(f"/api/v1/admin/clients/{service[2]}", headers=admin).status_code == 204
+    assert client.get("/api/v1/auth/verify", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic " + base64.b64encode(b"svc_x:nope").decode()}])
+def test_introspection_needs_a_client(client, headers):
+    response = client.post(INTROSPECT, data={"token": "x"}, headers=headers)
+    assert response.status_code == 401 and response.json["error"] == "invalid_client"
+
+
+def test_revoke_with_wrong_client_credentials_is_refused(auth, client):
+    pair = auth.signed_in()
+    response = client.post(REVOKE, data={"token": pair["refresh_token"], "client_id": "svc_x", "client_secret": "no"})
+    assert response.status_code == 401
+    assert auth.refresh(pair["refresh_token"]).status_code == 200

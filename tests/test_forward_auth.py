@@ -1,0 +1,89 @@
+"""GET /api/v1/auth/verify for gateways, directly and behind a real nginx with auth_request."""
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import PASSWORD
+from .test_pages import sign_in_page
+
+VERIFY = "/api/v1/auth/verify"
+
+
+def test_valid_token_gets_identity_headers(auth, client):
+    pair = auth.signed_in()
+    response = client.get(VERIFY, headers=auth.bearer(pair))
+    assert response.status_code == 200
+    me = client.get("/api/v1/users/me", headers=auth.bearer(pair)).json
+    assert response.headers["X-User-Id"] == me["id"]
+    assert response.headers["X-User-Email"] == "user@example.com" and response.headers["X-User-Roles"] == ""
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}])
+def test_missing_or_bad_token_is_401(client, headers):
+    response = client.get(VERIFY, headers=headers)
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthorized"
+
+
+def test_revoked_token_is_401_at_once(auth, client):
+    pair = auth.signed_in()
+    client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
+    assert client.get(VERIFY, headers=auth.bearer(pair)).status_code == 401
+
+
+def test_role_requirement(auth, client, admin):
+    pair = auth.signed_in()
+    assert client.get(f"{VERIFY}?role=admin", headers=auth.bearer(pair)).status_code == 403
+    response = client.get(f"{VERIFY}?role=admin", headers=admin)
+    assert response.status_code == 200 and response.headers["X-User-Roles"] == "admin"
+
+
+def test_cookie_and_csrf_for_unsafe_original_methods(auth, client):
+    auth.register()
+    sign_in_page(client)
+    assert client.get(VERIFY).status_code == 200
+    assert client.get(VERIFY, headers={"X-Original-Method": "POST"}).status_code == 403
+    csrf = client.get_cookie("csrf_access_token").value
+    assert client.get(VERIFY, headers={"X-Forwarded-Method": "POST", "X-CSRF-Token": csrf}).status_code == 200
+
+
+@pytest.fixture
+def gateway(live_server):
+    """nginx on 127.0.0.1 with deploy/nginx-auth-request.conf, asking the live authsvc."""
+    from .nginxserver import NginxGateway
+
+    nginx = NginxGateway(live_server.url)
+    nginx.start()
+    yield nginx
+    nginx.stop()
+
+
+def _get(url, token=None):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def _api(base, path, body, token=None):
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.mark.sqlite_only
+def test_nginx_auth_request(live_server, gateway):
+    base = live_server.url
+    _api(base, "/api/v1/auth/register", {"email": "gw@example.com", "password": PASSWORD})
+    pair = _api(base, "/api/v1/auth/login", {"email": "gw@example.com", "password": PASSWORD})
+    status, echoed = _get(gateway.url + "/orders", pair["access_token"])
+    assert status == 200 and echoed["X-User-Email"] == "gw@example.com" and echoed["X-User-Id"]
+    assert _get(gateway.url + "/orders")[0] == 401
+    assert _get(gateway.url + "/orders", "not-a-token")[0] == 401
+    assert _get(gateway.url + "/admin/panel", pair["access_token"])[0] == 403
+    _api(base, "/api/v1/auth/logout", {}, pair["access_token"])
+    assert _get(gateway.url + "/orders", pair["access_token"])[0] == 401
