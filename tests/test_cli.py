@@ -62,3 +62,24 @@ def test_mail_flush(runner, auth, outbox):
     result = runner.invoke(args=["mail", "flush"])
     assert result.exit_code == 0 and "sent 1" in result.output
     assert outbox.wait_for(lambda m: m["To"] == "user@example.com")
+
+
+@pytest.mark.settings(SIGNING_KEY_CACHE_SECONDS=0)
+def test_retired_key_leaves_the_jwks_once_its_tokens_expired(app, runner, auth, client):
+    from datetime import timedelta
+
+    from authsvc.extensions import db
+    from authsvc.models import SigningKey
+
+    old_kid = jwt.get_unverified_header(auth.signed_in()["access_token"])["kid"]
+    runner.invoke(args=["keys", "rotate"])
+    with app.app_context():
+        key = db.session.get(SigningKey, old_kid)
+        # Just inside the window (access lifetime + cache age + a minute of skew): still published.
+        key.retired_at -= app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+        db.session.commit()
+    assert old_kid in [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
+    with app.app_context():
+        db.session.get(SigningKey, old_kid).retired_at -= timedelta(minutes=2)
+        db.session.commit()
+    assert old_kid not in [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
