@@ -36,9 +36,11 @@ def create_app(config: dict | None = None) -> Flask:
 
 def _init_extensions(app: Flask) -> None:
     from . import models  # noqa: F401  (registers the tables on the metadata)
+    from .services import audit  # noqa: F401  (subscribes the audit trail to the services' signals)
     from .auth import init_auth
     from .database import configure_engine
     from .errors import register_error_handlers
+    from .hardening import init_hardening
     from .extensions import csrf, db, jwt, limiter, mail, migrate
 
     db.init_app(app)
@@ -50,6 +52,7 @@ def _init_extensions(app: Flask) -> None:
     configure_engine(app)
     register_error_handlers(app)
     init_auth(app)
+    init_hardening(app)
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -12,7 +12,7 @@ from .config import ConfigError
 from .errors import APIError
 from .extensions import db
 from .schemas import normalize_email
-from .services import accounts, clients, keys, outbox, users
+from .services import accounts, audit, clients, keys, outbox, users
 
 
 def _create_app():
@@ -103,6 +103,20 @@ def create_client(name: str, scopes: tuple[str, ...]):
     click.echo(f"client_id: {client.client_id}\nclient_secret: {secret}\nscopes: {' '.join(client.scopes)}")
 
 
+@click.group("audit", cls=AppGroup)
+def audit_group():
+    """The audit trail."""
+
+
+@audit_group.command("purge")
+@click.option("--days", type=click.IntRange(min=0), default=None, help="Keep this many days (default: AUDIT_RETENTION_DAYS).")
+def audit_purge(days: int | None):
+    """Delete audit events older than the retention."""
+    removed = audit.purge(days)
+    db.session.commit()
+    click.echo(f"removed {removed} audit events")
+
+
 @click.group("mail", cls=AppGroup)
 def mail_group():
     """The mail outbox."""
@@ -119,7 +133,7 @@ def mail_flush():
 
 def register_commands(app) -> None:
     """Attach the service's commands to `app.cli` (the `authsvc` console script loads them from there)."""
-    for command in (run, create_admin, keys_group, clients_group, mail_group):
+    for command in (run, create_admin, keys_group, clients_group, audit_group, mail_group):
         app.cli.add_command(command)
 
 

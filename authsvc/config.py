@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     RATELIMIT_MAIL_PER_ADDRESS: str = "3/hour"
     RATELIMIT_MAIL_REQUEST: str = "5/minute"
 
+    AUDIT_RETENTION_DAYS: int = Field(90, ge=1)
+    # Brute-force protection per (account, source address): after LOGIN_BLOCK_AFTER failures the source is
+    # blocked for LOGIN_BLOCK_SECONDS, doubling with each further failure up to LOGIN_BLOCK_MAX_SECONDS.
+    LOGIN_BLOCK_AFTER: int = Field(5, ge=1)
+    LOGIN_BLOCK_SECONDS: int = Field(60, ge=1)
+    LOGIN_BLOCK_MAX_SECONDS: int = Field(3600, ge=1)
+    LOGIN_FAILURE_WINDOW_SECONDS: int = Field(3600, ge=1)
+
     VERIFY_TOKEN_HOURS: float = Field(24, gt=0)
     SIGNUP_TOKEN_HOURS: float = Field(24, gt=0)
     RESET_TOKEN_MINUTES: float = Field(60, gt=0)

@@ -34,9 +34,11 @@ class APIError(Exception):
     token reuse revokes the session and then answers 401), so the handler commits instead of rolling back.
     """
 
-    def __init__(self, status: int, code: str, message: str, fields: dict | None = None, persist: bool = False):
+    def __init__(self, status: int, code: str, message: str, fields: dict | None = None, persist: bool = False,
+                 headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.fields, self.persist = status, code, message, fields, persist
+        self.headers = headers or {}
 
     def body(self) -> dict:
         """The JSON body of this error."""
@@ -91,7 +93,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(exc: APIError):
         _finish_transaction(exc.persist)
-        return jsonify(exc.body()), exc.status
+        if not _wants_json():
+            return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return jsonify(exc.body()), exc.status, exc.headers
 
     @app.errorhandler(OAuthError)
     def _oauth_error(exc: OAuthError):

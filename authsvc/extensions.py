@@ -1,5 +1,6 @@
 """Unbound extensions, attached to the app in `create_app` with `init_app`."""
 from flask import request
+from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_mail import Mail
@@ -29,3 +30,4 @@ jwt = JWTManager()
 limiter = Limiter(key_func=client_address)
 mail = Mail()
 csrf = CSRFProtect()
+cors = CORS()

@@ -164,3 +164,13 @@ def parse_query(model: type[M]) -> M:
         return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
         raise validation_error(_messages(exc)) from None
+
+
+class AuditQuery(BaseModel):
+    """Query string of GET /admin/audit."""
+
+    model_config = ConfigDict(extra="ignore")
+    page: int = Field(1, ge=1, le=100000)
+    per_page: int = Field(50, ge=1, le=200)
+    user_id: Annotated[str, Field(max_length=64)] | None = None
+    event: Annotated[str, Field(max_length=40)] | None = None

@@ -9,7 +9,8 @@ from sqlalchemy import inspect, text
 from authsvc.extensions import db
 
 TABLES = {"users", "roles", "user_roles", "sessions", "refresh_tokens", "revoked_tokens", "one_time_tokens",
-          "signing_keys", "mail_outbox", "service_clients"}
+          "signing_keys", "mail_outbox", "service_clients",
+          "audit_events", "login_failures"}
 
 
 def _tables():

@@ -1,4 +1,5 @@
 """The data model; importing this package registers every table on `db.metadata`."""
+from .audit import AuditEvent, LoginFailure
 from .base import isoformat, utcnow
 from .clients import ServiceClient
 from .mail import OutboxMessage
@@ -7,6 +8,6 @@ from .tokens import OneTimeToken, SigningKey
 from .users import ADMIN_ROLE, PERMISSIONS, Role, User, user_roles
 
 __all__ = [
-    "ADMIN_ROLE", "OneTimeToken", "OutboxMessage", "PERMISSIONS", "ServiceClient", "RefreshToken", "RevokedToken", "Role", "Session", "SigningKey", "User",
+    "AuditEvent", "LoginFailure", "ADMIN_ROLE", "OneTimeToken", "OutboxMessage", "PERMISSIONS", "ServiceClient", "RefreshToken", "RevokedToken", "Role", "Session", "SigningKey", "User",
     "isoformat", "user_roles", "utcnow",
 ]

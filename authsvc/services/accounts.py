@@ -10,7 +10,7 @@ from .. import signals
 from ..errors import APIError, validation_error
 from ..extensions import db
 from ..models import ADMIN_ROLE, User, utcnow
-from . import mail, onetime, passwords, verification
+from . import mail, onetime, passwords, throttle, verification
 from .users import check_tier, find_by_email, guard_last_admin, role
 from .sessions import revoke_user_sessions
 
@@ -48,14 +48,19 @@ def register(email: str, password: str, full_name: str = "", tier: str | None = 
     return user
 
 
-def authenticate(email: str, password: str) -> User:
-    """The user these credentials belong to; 401 `invalid_credentials` alike for unknown email and wrong password."""
+def authenticate(email: str, password: str, source_ip: str) -> User:
+    """The user these credentials belong to; 401 `invalid_credentials` alike for unknown email and wrong password.
+
+    429 `rate_limited` when this source address is blocked for this account (see throttle.py).
+    """
+    throttle.check(email, source_ip)
     user = find_by_email(email) if email else None
     if len(password) > current_app.config["PASSWORD_MAX_LENGTH"]:
         ok, new_hash = False, None  # no stored password can be this long; refuse without hashing it
     else:
         ok, new_hash = passwords.hasher().verify(user.password_hash if user else None, password)
     if not ok:
+        throttle.failed(email, source_ip)
         signals.login_failed.send(_app(), user=user, email=email)
         raise APIError(401, "invalid_credentials", "The email or password is incorrect.", persist=True)
     if new_hash:
@@ -65,6 +70,7 @@ def authenticate(email: str, password: str) -> User:
         raise APIError(403, "account_disabled", "This account is disabled.")
     if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
         raise APIError(403, "email_not_verified", "Verify your email address before signing in.")
+    throttle.succeeded(email, source_ip)
     signals.login_succeeded.send(_app(), user=user)
     return user
 

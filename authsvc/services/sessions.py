@@ -98,6 +98,8 @@ def revoke_session(session: Session, reason: str) -> None:
     """Stage the end of one session: its refresh tokens and access tokens stop working."""
     if session.revoked_at is None:
         session.revoked_at, session.revoked_reason = utcnow(), reason
+        signals.session_revoked.send(current_app._get_current_object(), user_id=session.user_id,
+                                     reason=reason)
 
 
 def revoke_user_sessions(user_id: uuid.UUID, reason: str, keep: uuid.UUID | None = None) -> int:
@@ -108,6 +110,8 @@ def revoke_user_sessions(user_id: uuid.UUID, reason: str, keep: uuid.UUID | None
     result = db.session.execute(
         query.values(revoked_at=utcnow(), revoked_reason=reason).execution_options(synchronize_session=False)
     )
+    signals.session_revoked.send(current_app._get_current_object(), user_id=user_id, reason=reason,
+                                 all=True, count=result.rowcount)
     return result.rowcount
 
 

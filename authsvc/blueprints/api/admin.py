@@ -4,8 +4,8 @@ from flask import jsonify
 from ...auth import permission_required
 from ...errors import APIError
 from ...extensions import db
-from ...schemas import AdminUserIn, AdminUserPatch, ClientIn, UserListQuery, parse, parse_query
-from ...services import admin, clients, users
+from ...schemas import AdminUserIn, AdminUserPatch, AuditQuery, ClientIn, UserListQuery, parse, parse_query
+from ...services import admin, audit, clients, users
 from . import bp
 
 
@@ -84,3 +84,11 @@ def delete_client(client_id: str):
     clients.delete(clients.get(client_id))
     db.session.commit()
     return "", 204
+
+
+@bp.get("/admin/audit")
+@permission_required("audit:read")
+def audit_events():
+    """Auth events, newest first, filterable by user and event name."""
+    query = parse_query(AuditQuery)
+    return jsonify(audit.events(query.page, query.per_page, query.user_id, query.event))

@@ -24,8 +24,9 @@ def register():
 def login():
     """Sign in with email and password → token pair."""
     body = parse(LoginIn)
-    user = accounts.authenticate(body.email, body.password)
-    pair = sessions.start_session(user, *client_meta())
+    user_agent, ip = client_meta()
+    user = accounts.authenticate(body.email, body.password, ip)
+    pair = sessions.start_session(user, user_agent, ip)
     db.session.commit()
     return jsonify(pair)
 

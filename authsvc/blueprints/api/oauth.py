@@ -36,7 +36,7 @@ def _as_invalid_grant():
     try:
         yield
     except APIError as exc:
-        if exc.status >= 500:
+        if exc.status >= 500 or exc.status == 429:  # a block keeps its 429 and Retry-After
             raise
         raise OAuthError("invalid_grant", exc.message, persist=exc.persist) from None
 
@@ -48,8 +48,9 @@ def _password_grant(form) -> dict:
             email = normalize_email(username)
         except ValueError:
             raise APIError(401, "invalid_credentials", "The email or password is incorrect.") from None
-        user = accounts.authenticate(email, password)
-        return sessions.start_session(user, *client_meta())
+        user_agent, ip = client_meta()
+        user = accounts.authenticate(email, password, ip)
+        return sessions.start_session(user, user_agent, ip)
 
 
 def _refresh_grant(form) -> dict:

@@ -33,8 +33,10 @@ def login():
         return redirect(safe_next(target))
     if form.validate_on_submit():
         try:
-            user = accounts.authenticate(form.email.data.strip(), form.password.data)
+            user = accounts.authenticate(form.email.data.strip(), form.password.data, _meta()[1])
         except APIError as exc:
+            if exc.status == 429:
+                raise  # the error page, with Retry-After
             db.session.commit() if exc.persist else db.session.rollback()
             form_errors(form, exc)
         else:

@@ -1,0 +1,65 @@
+"""Brute-force protection that cannot be used to lock people out.
+
+Failed sign-ins are counted per (account, source address), never per account alone: after LOGIN_BLOCK_AFTER
+failures that source is refused for a period that doubles with each further failure, while the same account
+from any other address still signs in. (A per-account lockout would let anyone disable any user by guessing
+wrong on purpose.) Checking happens before any hashing, so a blocked source costs no Argon2 work either.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import delete
+
+from .. import signals
+from ..errors import APIError
+from ..extensions import db
+from ..models import LoginFailure, utcnow
+
+
+def _key(email: str, ip: str) -> tuple[str, str]:
+    return email.lower()[:254], (ip or "unknown")[:64]
+
+
+def check(email: str, ip: str) -> None:
+    """429 `rate_limited` (with Retry-After) if this source is blocked for this account."""
+    row = db.session.get(LoginFailure, _key(email, ip))
+    if row is not None and row.blocked_until is not None and row.blocked_until > utcnow():
+        wait = math.ceil((row.blocked_until - utcnow()).total_seconds())
+        raise APIError(429, "rate_limited", "Too many failed sign-ins from here; retry later.",
+                       headers={"Retry-After": str(max(wait, 1))})
+
+
+def _insert_ignore(values: dict):
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(LoginFailure).values(**values).on_conflict_do_nothing()
+
+
+def failed(email: str, ip: str) -> None:
+    """Stage one more failure for (account, source), blocking the source once past the threshold."""
+    cfg, now = current_app.config, utcnow()
+    email, ip = _key(email, ip)
+    db.session.execute(_insert_ignore({"email": email, "ip_address": ip, "failures": 0, "last_failure_at": now}))
+    # The row lock makes concurrent failures count one by one (SQLite serialises writers anyway).
+    row = db.session.get(LoginFailure, (email, ip), with_for_update=db.engine.dialect.name == "postgresql",
+                         populate_existing=True)
+    if now - row.last_failure_at > timedelta(seconds=cfg["LOGIN_FAILURE_WINDOW_SECONDS"]):
+        row.failures = 0
+    row.failures += 1
+    row.last_failure_at = now
+    over = row.failures - cfg["LOGIN_BLOCK_AFTER"]
+    if over >= 0:
+        seconds = min(cfg["LOGIN_BLOCK_SECONDS"] * 2 ** min(over, 20), cfg["LOGIN_BLOCK_MAX_SECONDS"])
+        row.blocked_until = now + timedelta(seconds=seconds)
+        signals.account_blocked.send(current_app._get_current_object(), email=email, blocked_seconds=seconds)
+
+
+def succeeded(email: str, ip: str) -> None:
+    """Stage forgetting the failures of (account, source) after a successful sign-in."""
+    email, ip = _key(email, ip)
+    db.session.execute(delete(LoginFailure).where(LoginFailure.email == email, LoginFailure.ip_address == ip))
