@@ -1,0 +1,82 @@
+"""The audit trail: events written by the services' signals, read by admins, purged by retention."""
+from datetime import timedelta
+
+import pytest
+
+from authsvc.extensions import db
+from authsvc.models import AuditEvent, RefreshToken, utcnow
+
+from .conftest import PASSWORD
+
+AUDIT = "/api/v1/admin/audit"
+
+
+def _events(client, admin, **query):
+    response = client.get(AUDIT, query_string=query, headers=admin)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_events_of_a_user_life(auth, client, admin):
+    pair = auth.signed_in()
+    auth.login(password="wrong password 1")
+    child = auth.refresh(pair["refresh_token"]).json
+    client.post("/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": "new passphrase 8x"},
+                headers=auth.bearer(child))
+    client.post("/api/v1/auth/logout", headers=auth.bearer(child))
+    user_id = client.get(f"/api/v1/admin/users?q=user@", headers=admin).json["items"][0]["id"]
+    page = _events(client, admin, user_id=user_id)
+    names = [e["event"] for e in page["items"]]
+    assert names == ["logout", "password_changed", "login_failed", "login_succeeded", "user_registered"]
+    event = page["items"][0]
+    assert event["user_id"] == user_id and event["ip_address"] == "127.0.0.1" and event["request_id"]
+    assert event["created_at"].endswith("Z")
+
+
+def test_refresh_reuse_and_admin_actions_are_audited(auth, client, admin):
+    pair = auth.signed_in()
+    auth.refresh(pair["refresh_token"])
+    with client.application.app_context():  # move the first use past the grace interval
+        row = db.session.query(RefreshToken).filter(RefreshToken.used_at.is_not(None)).one()
+        row.used_at -= timedelta(seconds=60)
+        db.session.commit()
+    auth.refresh(pair["refresh_token"])
+    assert _events(client, admin, event="refresh_reused")["total"] == 1
+    created = client.post("/api/v1/admin/clients", json={"name": "svc", "scopes": []}, headers=admin).json
+    client.delete(f"/api/v1/admin/clients/{created['id']}", headers=admin)
+    assert _events(client, admin, event="client_created")["items"][0]["details"] == {"client_id": created["client_id"]}
+    assert _events(client, admin, event="client_deleted")["total"] == 1
+
+
+def test_request_id_is_taken_from_the_caller(auth, client, admin):
+    client.post("/api/v1/auth/register", json={"email": "r@example.com", "password": PASSWORD},
+                headers={"X-Request-ID": "trace-123"})
+    event = _events(client, admin, event="user_registered")["items"][0]
+    assert event["request_id"] == "trace-123"
+
+
+def test_audit_needs_the_permission(auth, client):
+    pair = auth.signed_in()
+    assert client.get(AUDIT, headers=auth.bearer(pair)).status_code == 403
+
+
+@pytest.mark.parametrize("query", ["page=0", "per_page=500"])
+def test_audit_bad_query(client, admin, query):
+    assert client.get(f"{AUDIT}?{query}", headers=admin).status_code == 422
+
+
+def test_events_hold_no_secrets(auth, client, admin):
+    pair = auth.signed_in()
+    body = str(_events(client, admin, per_page=200))
+    assert PASSWORD not in body and pair["refresh_token"] not in body and pair["access_token"] not in body
+
+
+def test_purge_keeps_recent_events(app, runner, auth):
+    auth.register()
+    with app.app_context():
+        db.session.add(AuditEvent(event="login_failed", created_at=utcnow() - timedelta(days=400), details={}))
+        db.session.commit()
+    result = runner.invoke(args=["audit", "purge"])
+    assert result.exit_code == 0 and "removed 1" in result.output
+    with app.app_context():
+        assert [e.event for e in db.session.query(AuditEvent)] == ["user_registered"]

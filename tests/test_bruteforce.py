@@ -1,0 +1,74 @@
+"""Brute-force protection: a source that keeps failing is blocked for that account, the owner is not."""
+from datetime import timedelta
+
+import pytest
+
+from authsvc.extensions import db
+from authsvc.models import AuditEvent, LoginFailure, utcnow
+
+from .conftest import PASSWORD
+
+WRONG = "wrong password 1"
+ATTACKER = {"REMOTE_ADDR": "198.51.100.7"}
+OWNER = {"REMOTE_ADDR": "203.0.113.20"}
+
+
+def _login(client, password, environ, path="/api/v1/auth/login"):
+    return client.post(path, json={"email": "user@example.com", "password": password}, environ_base=environ)
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=3, LOGIN_BLOCK_SECONDS=30)
+def test_attacker_is_blocked_and_the_owner_still_signs_in(app, auth, client):
+    auth.register()
+    codes = [_login(client, WRONG, ATTACKER).status_code for _ in range(3)]
+    assert codes == [401, 401, 401]
+    blocked = _login(client, PASSWORD, ATTACKER)  # even the right password: this source is blocked
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+    assert 25 <= int(blocked.headers["Retry-After"]) <= 30
+    assert _login(client, PASSWORD, OWNER).status_code == 200  # no lock-out of the owner
+    token = client.post("/api/v1/auth/token", data={"grant_type": "password", "username": "user@example.com",
+                                                    "password": PASSWORD}, environ_base=ATTACKER)
+    assert token.status_code == 429
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(event="account_blocked").count() == 1
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2, LOGIN_BLOCK_SECONDS=10, LOGIN_BLOCK_MAX_SECONDS=25)
+def test_block_grows_with_each_further_failure(app, auth, client):
+    auth.register()
+    seconds = []
+    for _ in range(4):
+        _login(client, WRONG, ATTACKER)
+        with app.app_context():
+            row = db.session.get(LoginFailure, ("user@example.com", ATTACKER["REMOTE_ADDR"]))
+            if row.blocked_until:
+                seconds.append(round((row.blocked_until - row.last_failure_at).total_seconds()))
+                row.blocked_until = utcnow() - timedelta(seconds=1)  # let the next attempt through
+                db.session.commit()
+    assert seconds == [10, 20, 25]
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
+def test_success_forgets_the_failures(app, auth, client):
+    auth.register()
+    _login(client, WRONG, ATTACKER)
+    assert _login(client, PASSWORD, ATTACKER).status_code == 200
+    _login(client, WRONG, ATTACKER)
+    assert _login(client, PASSWORD, ATTACKER).status_code == 200
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
+def test_unknown_accounts_are_counted_alike(client):
+    body = {"email": "ghost@example.com", "password": WRONG}
+    codes = [client.post("/api/v1/auth/login", json=body).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=1)
+def test_the_login_page_shows_the_block(auth, client):
+    from .test_pages import sign_in_page
+
+    auth.register()
+    sign_in_page(client, password=WRONG)
+    response = sign_in_page(client)
+    assert response.status_code == 429 and response.mimetype == "text/html"
