@@ -189,6 +189,8 @@ def load(overrides: dict | None = None) -> dict:
         raise ConfigError(str(exc)) from None
 
     config = settings.model_dump()
+    if settings.REDIS_URL and "RATELIMIT_STORAGE_URI" not in settings.model_fields_set:
+        config["RATELIMIT_STORAGE_URI"] = settings.REDIS_URL  # one Redis for everything shared
     config.update(
         ENV=settings.AUTHSVC_ENV,
         INSTANCE_PATH=str(instance),

@@ -30,3 +30,35 @@ def test_limits_key_on_the_forwarded_address_behind_a_trusted_proxy(client):
 def test_limits_can_be_turned_off(client):
     body = {"email": "nobody@example.com", "password": "wrong password 1"}
     assert all(client.post("/api/v1/auth/login", json=body).status_code == 401 for _ in range(3))
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server on 127.0.0.1 for one test."""
+    from .redisserver import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.sqlite_only
+def test_instances_share_counts_through_redis(database_url, tmp_path, redis_server):
+    """Two app instances with one Redis: the fourth attempt is refused whichever instance it reaches."""
+    from .conftest import dispose, make_app
+
+    apps = [make_app(database_url, tmp_path / f"i{i}", RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3/minute",
+                     REDIS_URL=redis_server.url, MAIL_WORKER=False) for i in range(2)]
+    try:
+        body = {"email": "nobody@example.com", "password": "wrong password 1"}
+        codes = [apps[i % 2].test_client().post("/api/v1/auth/login", json=body).status_code for i in range(4)]
+        assert codes == [401, 401, 401, 429]
+        # The counters live in Redis (one process's apps share the limiter object, so the codes alone would
+        # not tell memory from Redis).
+        import redis
+
+        assert redis.Redis.from_url(redis_server.url).keys("LIMITS*"), "no limiter keys in Redis"
+    finally:
+        for app in apps:
+            dispose(app)
