@@ -26,6 +26,9 @@ def create_app(config: dict | None = None) -> Flask:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
+    from . import logredact
+
+    logredact.install()
     _init_extensions(app)
     _register_blueprints(app)
     from .cli import register_commands

@@ -6,6 +6,7 @@ Each backend gets a template database migrated to head once; every test copies i
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,23 @@ from authsvc.services import outbox as mail_outbox
 
 
 SELECTED = os.environ.get("AUTHSVC_TEST_DB", "both")
+# Every password and token the tests handle; test_zz_log_scan.py checks that none of them reached a log.
+SECRETS: set[str] = set()
+LOG_RECORDS: list[str] = []
+
+
+class _SuiteLog(logging.Handler):
+    """Keeps every log record of the whole run (formatted, with tracebacks) for the secrets scan."""
+
+    def emit(self, record):
+        if getattr(record, "authsvc_dev_mail", False):
+            return  # the development mail sink prints links by design (MAIL_SERVER unset), see outbox.py
+        LOG_RECORDS.append(self.format(record))
+
+
+def remember(*values) -> None:
+    """Note secrets the suite has seen."""
+    SECRETS.update(v for v in values if isinstance(v, str) and len(v) >= 8)
 BACKENDS = ["sqlite", "postgresql"] if SELECTED == "both" else [SELECTED]
 PASSWORD = "a fine passphrase 7"
 
@@ -195,6 +213,7 @@ class Auth:
 
     def register(self, email="user@example.com", password=PASSWORD, **extra):
         """Register an account; return the response."""
+        remember(password)
         return self.client.post("/api/v1/auth/register", json={"email": email, "password": password, **extra})
 
     def login(self, email="user@example.com", password=PASSWORD, **kwargs):
@@ -206,6 +225,7 @@ class Auth:
         self.register(email, password)
         response = self.login(email, password)
         assert response.status_code == 200, response.json
+        remember(response.json["access_token"], response.json["refresh_token"])
         return response.json
 
     @staticmethod
@@ -216,7 +236,10 @@ class Auth:
 
     def refresh(self, refresh_token: str):
         """Rotate a refresh token; return the response."""
-        return self.client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+        response = self.client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+        if response.status_code == 200:
+            remember(response.json["access_token"], response.json["refresh_token"])
+        return response
 
 
 @pytest.fixture
@@ -235,7 +258,11 @@ def admin(app, auth) -> dict:
 
 
 def pytest_configure(config):
-    """Register the markers this suite uses."""
+    """Register the markers this suite uses, and capture every log record of the run."""
+    handler = _SuiteLog(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
     config.addinivalue_line("markers", "sqlite_only: run on the SQLite backend only")
 
 

@@ -84,5 +84,9 @@ class SMTPServer:
 
 
 def links(message: EmailMessage) -> list[str]:
-    """The http(s) links in a message's plain-text part."""
-    return URL.findall(message.get_body(("plain",)).get_content())
+    """The http(s) links in a message's plain-text part (their tokens are noted for the log scan)."""
+    from .conftest import remember
+
+    found = URL.findall(message.get_body(("plain",)).get_content())
+    remember(*(url.rsplit("/", 1)[1] for url in found if len(url.rsplit("/", 1)[1]) >= 32))  # tokens only
+    return found

@@ -63,7 +63,7 @@ def _deliver(row: OutboxMessage) -> None:
     folder.mkdir(exist_ok=True)
     (folder / f"{row.created_at:%Y%m%dT%H%M%S}-{row.id}.eml").write_bytes(message.as_bytes())
     # Development only (no MAIL_SERVER): the message, links included, goes to the log so it can be clicked.
-    log.info("mail to %s: %s\n%s", row.recipient, row.subject, row.text_body)
+    log.info("mail to %s: %s\n%s", row.recipient, row.subject, row.text_body, extra={"authsvc_dev_mail": True})
 
 
 def _backoff(attempts: int) -> timedelta:
