@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     RATELIMIT_ENABLED: bool = True
     RATELIMIT_STORAGE_URI: str = "memory://"
     REDIS_URL: str = ""
+    # Every endpoint without a limit of its own (forward-auth, health and discovery are exempt).
+    RATELIMIT_DEFAULT: str = "300/minute"
     RATELIMIT_LOGIN: str = "5/minute"
     RATELIMIT_REGISTER: str = "5/minute"
     RATELIMIT_TOKEN: str = "5/minute"

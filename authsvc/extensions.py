@@ -1,5 +1,5 @@
 """Unbound extensions, attached to the app in `create_app` with `init_app`."""
-from flask import request
+from flask import current_app, request
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -27,7 +27,9 @@ def client_address() -> str:
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate()
 jwt = JWTManager()
-limiter = Limiter(key_func=client_address)
+# The default limit is read from the current app's RATELIMIT_DEFAULT on each request (not once at init_app),
+# so it follows the settings of whichever app serves; views with a limit of their own replace it.
+limiter = Limiter(key_func=client_address, default_limits=[lambda: current_app.config["RATELIMIT_DEFAULT"]])
 mail = Mail()
 csrf = CSRFProtect()
 cors = CORS()

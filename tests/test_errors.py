@@ -43,3 +43,18 @@ def test_hostile_strings_never_500(client, value):
     for path in ("/api/v1/auth/register", "/api/v1/auth/login"):
         response = client.post(path, json={"email": value, "password": value, "full_name": value})
         assert response.status_code in (413, 422), (path, response.json)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/v1/auth/register", {"email": "a@example.com", "password": "sh0rt!"}),
+    ("/api/v1/auth/register", {"email": "a@example.com", "password": "a@example.com"}),
+    ("/api/v1/auth/login", {"email": "a@example.com", "password": "not-the-secret-pw-9"}),
+    ("/api/v1/auth/refresh", {"refresh_token": "some-secret-refresh-value"}),
+    ("/api/v1/auth/register", {"email": "a@example.com", "password": 12345678901234}),
+])
+def test_error_bodies_never_echo_secrets(client, path, body):
+    response = client.post(path, json=body)
+    assert response.status_code >= 400
+    for value in body.values():
+        if value != "a@example.com":
+            assert str(value) not in response.get_data(as_text=True)

@@ -62,3 +62,13 @@ def test_instances_share_counts_through_redis(database_url, tmp_path, redis_serv
     finally:
         for app in apps:
             dispose(app)
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="2/minute")
+def test_default_limit_covers_every_other_endpoint_but_not_gateway_or_health(auth, client):
+    for _ in range(2):
+        client.get("/api/v1/auth/sessions")
+    assert client.get("/api/v1/auth/sessions").status_code == 429
+    assert all(client.get("/healthz").status_code == 200 for _ in range(5))
+    assert all(client.get("/.well-known/jwks.json").status_code == 200 for _ in range(5))
+    assert all(client.get("/api/v1/auth/verify").status_code == 401 for _ in range(5))

@@ -2,13 +2,15 @@
 from flask import Blueprint, current_app, jsonify, url_for
 from sqlalchemy import text
 
-from ..extensions import db
+from ..extensions import db, limiter
 from ..services import keys
 
 bp = Blueprint("wellknown", __name__)
 
 
+# Discovery and health are polled by machines (load balancers, every verifying service): never rate-limited.
 @bp.get("/.well-known/jwks.json")
+@limiter.exempt
 def jwks():
     """The public keys that verify our access tokens."""
     response = jsonify(keys.jwks())
@@ -17,6 +19,7 @@ def jwks():
 
 
 @bp.get("/.well-known/openid-configuration")
+@limiter.exempt
 def openid_configuration():
     """Discovery document: issuer, JWKS and the OAuth2 endpoints."""
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
@@ -36,12 +39,14 @@ def openid_configuration():
 
 
 @bp.get("/healthz")
+@limiter.exempt
 def healthz():
     """Liveness: the process answers."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@limiter.exempt
 def readyz():
     """Readiness: 200 when the database answers, 503 otherwise."""
     try:
