@@ -1,5 +1,6 @@
 """Settings: defaults, parsing, and failing fast with one clear line on a bad value."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,13 @@ def test_bad_setting_stops_the_process_with_one_line(tmp_path, env, word, comman
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and word in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_env_example_names_every_setting_and_its_defaults_load(tmp_path):
+    from authsvc.config import Settings
+    text = (ROOT / ".env.example").read_text()
+    named = dict(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=(.*)$", text, re.M))
+    assert set(Settings.model_fields) - set(named) == set()
+    assert set(named) - set(Settings.model_fields) == set()
+    uncommented = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", text, re.M))
+    _load(tmp_path, **uncommented)  # the example itself is a valid configuration
