@@ -174,3 +174,8 @@ class AuditQuery(BaseModel):
     per_page: int = Field(50, ge=1, le=200)
     user_id: Annotated[str, Field(max_length=64)] | None = None
     event: Annotated[str, Field(max_length=40)] | None = None
+
+
+class GoogleIdTokenIn(Payload):
+    # A compact JWS is three base64url parts; Google's ID tokens are about 1 KB. 8 KB bounds anything sane.
+    id_token: Annotated[str, Field(min_length=1, max_length=8192), AfterValidator(_text)]
