@@ -44,6 +44,7 @@ def _init_extensions(app: Flask) -> None:
     from .database import configure_engine
     from .errors import register_error_handlers
     from .hardening import init_hardening
+    from .services import google as google_signin
     from .extensions import csrf, db, jwt, limiter, mail, migrate
 
     db.init_app(app)
@@ -56,16 +57,18 @@ def _init_extensions(app: Flask) -> None:
     register_error_handlers(app)
     init_auth(app)
     init_hardening(app)
+    google_signin.init_app(app)
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .blueprints import api, pages, wellknown
+    from .blueprints import api, google, pages, wellknown
     from .extensions import csrf
     from .services import keys, outbox
 
     app.register_blueprint(api.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(google.bp)
     # The JSON API authenticates by bearer token (or cookie plus X-CSRF-Token); form CSRF is for the pages.
     csrf.exempt(api.bp)
     csrf.exempt(wellknown.bp)

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     GOOGLE_CLIENT_ID: str = ""
     GOOGLE_CLIENT_SECRET: str = ""
     GOOGLE_DISCOVERY_URL: str = "https://accounts.google.com/.well-known/openid-configuration"
+    # Bound on each call to the provider (discovery, keys, code exchange), so a slow provider cannot hold workers.
+    GOOGLE_TIMEOUT_SECONDS: float = Field(5, gt=0, le=60)
+    # Clock difference tolerated on an ID token's exp/iat.
+    GOOGLE_CLOCK_SKEW_SECONDS: int = Field(60, ge=0, le=600)
 
     RATELIMIT_ENABLED: bool = True
     RATELIMIT_STORAGE_URI: str = "memory://"
@@ -135,6 +139,8 @@ class Settings(BaseSettings):
             raise ValueError("MAIL_USE_TLS and MAIL_USE_SSL exclude each other")
         if self.JWT_PRIVATE_KEY_FILE is not None and not os.access(self.JWT_PRIVATE_KEY_FILE, os.R_OK):
             raise ValueError(f"JWT_PRIVATE_KEY_FILE {self.JWT_PRIVATE_KEY_FILE} is not readable")
+        if self.GOOGLE_CLIENT_ID and not self.GOOGLE_DISCOVERY_URL.startswith(("https://", "http://")):
+            raise ValueError("GOOGLE_DISCOVERY_URL must be an http(s) URL")
         return self
 
 

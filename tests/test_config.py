@@ -36,6 +36,8 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"AUTHSVC_ENV": "production", "SECRET_KEY": "short"},
     {"AUTHSVC_ENV": "staging"},
     {"JWT_ALGORITHM": "HS256"},
+    {"GOOGLE_CLIENT_ID": "abc", "GOOGLE_DISCOVERY_URL": "file:///etc/passwd"},
+    {"GOOGLE_TIMEOUT_SECONDS": "0"},
     {"JWT_PRIVATE_KEY_FILE": "/nonexistent/key.pem"},
     {"REQUIRE_VERIFIED_EMAIL": "maybe"},
     {"ACCESS_TOKEN_EXPIRE_MINUTES": "soon"},

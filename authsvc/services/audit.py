@@ -55,7 +55,7 @@ def _subscriber(event: str):
 _HANDLERS = {name: _subscriber(name) for name in (
     "user_registered", "login_succeeded", "login_failed", "session_revoked", "refresh_reused", "password_changed",
     "password_reset", "email_verified", "email_changed", "account_blocked", "user_updated", "user_deleted",
-    "client_created", "client_deleted",
+    "client_created", "client_deleted", "google_linked", "google_unlinked",
 )}
 for _name, _handler in _HANDLERS.items():
     getattr(signals, _name).connect(_handler)

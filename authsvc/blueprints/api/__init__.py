@@ -16,4 +16,4 @@ def _no_store(response):
     return response
 
 
-from . import admin, auth, flows, gateway, oauth, users  # noqa: E402,F401  (routes register themselves on bp)
+from . import admin, auth, flows, gateway, google, oauth, users  # noqa: E402,F401  (routes register themselves on bp)

@@ -4,7 +4,7 @@ from functools import wraps
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from ...limits import limit
-from .browser import load_browser_user, set_session_cookies
+from .browser import finish_page, load_browser_user
 
 bp = Blueprint("pages", __name__)
 
@@ -44,17 +44,7 @@ def _who():
 
 @bp.after_request
 def _headers(response):
-    if g.get("new_pair"):
-        set_session_cookies(response, g.new_pair)  # the refresh token was rotated while loading the user
-    # No inline script or style anywhere, so this policy holds; no framing (clickjacking on the forms).
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-    )
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
+    return finish_page(response)
 
 
 from . import account, signin  # noqa: E402,F401  (routes register themselves on bp)

@@ -3,7 +3,7 @@ from flask import flash, g, redirect, url_for
 
 from ...errors import APIError
 from ...extensions import db
-from ...services import accounts, sessions, verification
+from ...services import accounts, identities, sessions, verification
 from . import bp, limit_posts, page, signin_required
 from .browser import form_errors, signed_out
 from .forms import ButtonForm, ChangePasswordForm, ProfileForm
@@ -13,7 +13,7 @@ def _account(profile=None, password=None, status=200):
     profile = profile or ProfileForm(formdata=None, full_name=g.user.full_name, email=g.user.email)
     return page("account.html", status, user=g.user, profile=profile, password=password or ChangePasswordForm(
         formdata=None), button=ButtonForm(), sessions=sessions.live_sessions(g.user.id),
-        current=str(g.session_id))
+        current=str(g.session_id), identities=identities.of_user(g.user))
 
 
 def _back(message: str):
@@ -94,3 +94,17 @@ def change_password():
             db.session.commit()
             return _back("Password changed. Your other sessions were signed out.")
     return _account(password=form, status=400)
+
+
+@bp.post("/account/identities/<identity_id>/unlink")
+@signin_required
+@limit_posts("RATELIMIT_PROFILE_WRITE")
+def unlink_identity(identity_id: str):
+    """Unlink a Google account (refused when it is the last way to sign in)."""
+    try:
+        identities.unlink(g.user, identity_id)
+    except APIError as exc:
+        db.session.rollback()
+        return _back(exc.message)
+    db.session.commit()
+    return _back("The Google account was unlinked.")

@@ -23,6 +23,15 @@ def set_session_cookies(response, pair: dict) -> None:
                         max_age=current_app.config["REFRESH_TOKEN_EXPIRE_DAYS"] * 86400)
 
 
+def start_browser_session(user, target: str | None):
+    """Start a session for `user`, commit, and send the browser on (to a safe `target`) with its cookies."""
+    pair = sessions.start_session(user, request.headers.get("User-Agent", ""), request.remote_addr or "")
+    db.session.commit()
+    response = redirect(safe_next(target))
+    set_session_cookies(response, pair)
+    return response
+
+
 def clear_session_cookies(response) -> None:
     """Remove every sign-in cookie."""
     unset_jwt_cookies(response)
@@ -90,3 +99,18 @@ def form_errors(form, exc: APIError, default_field: str | None = None) -> None:
         getattr(form, default_field).errors.append(exc.message)
     else:
         form.form_errors.append(exc.message)
+
+
+def finish_page(response):
+    """Headers of every hosted page, and the cookies of a refresh token rotated while loading the user."""
+    if g.get("new_pair"):
+        set_session_cookies(response, g.new_pair)
+    # No inline script or style anywhere, so this policy holds; no framing (clickjacking on the forms).
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    )
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response

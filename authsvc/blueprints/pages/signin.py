@@ -6,21 +6,12 @@ from ...extensions import db
 from ...limits import limit_mail_per_address
 from ...services import accounts, recovery, sessions, signup, verification
 from . import bp, limit_posts, page
-from .browser import form_errors, safe_next, set_session_cookies, signed_out
+from .browser import form_errors, safe_next, signed_out, start_browser_session
 from .forms import EmailForm, LoginForm, NewPasswordForm, SignupCompleteForm, SignupForm
 
 
 def _meta():
     return request.headers.get("User-Agent", ""), request.remote_addr or ""
-
-
-def _signed_in(user, target: str):
-    """Start a session for `user`, commit, and send the browser on with its cookies."""
-    pair = sessions.start_session(user, *_meta())
-    db.session.commit()
-    response = redirect(safe_next(target))
-    set_session_cookies(response, pair)
-    return response
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -40,7 +31,7 @@ def login():
             db.session.commit() if exc.persist else db.session.rollback()
             form_errors(form, exc)
         else:
-            return _signed_in(user, target)
+            return start_browser_session(user, target)
     return page("login.html", 200 if request.method == "GET" else 400, form=form, next=target)
 
 
@@ -69,7 +60,7 @@ def signup_page():
                 db.session.commit()
                 return page("message.html", title="Check your mail",
                             text=f"We sent a link to {user.email}. Follow it to confirm your address, then sign in.")
-            return _signed_in(user, request.args.get("next"))
+            return start_browser_session(user, request.args.get("next"))
     return page("signup.html", 200 if request.method == "GET" else 400, form=form)
 
 
@@ -91,7 +82,7 @@ def signup_complete(token: str):
                 return _invalid_link()
             form_errors(form, exc, default_field="password")
         else:
-            return _signed_in(user, None)
+            return start_browser_session(user, None)
     return page("signup_complete.html", 200 if request.method == "GET" else 400, form=form, email=email)
 
 

@@ -1,0 +1,150 @@
+"""Google (or any OpenID provider named by GOOGLE_DISCOVERY_URL) as a way to sign in.
+
+Authlib does the protocol: discovery, the authorization-code redirect with PKCE (S256), `state` and `nonce` kept
+in the signed Flask session cookie (so the callback may land on any instance sharing SECRET_KEY), the code
+exchange, and the provider's JWKS. ID tokens are verified here with algorithms pinned to asymmetric ones and
+claims checked by Authlib's OpenID rules (`iss`, `aud` = our client id, `azp`, `exp`, `iat`, `nonce`).
+Every failure becomes an `APIError`, so callers turn it into a page or the JSON envelope, never a 500.
+"""
+from __future__ import annotations
+
+import requests
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from authlib.integrations.flask_client import OAuth
+from authlib.oidc.core import CodeIDToken
+from flask import Flask, current_app, redirect
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+
+from ..errors import APIError
+from ..schemas import normalize_email
+
+PROVIDER = "google"
+# Public-key algorithms only: an HMAC algorithm would let anyone who knows the provider's public key forge.
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+# Google's tokens name their issuer with or without the scheme (its documentation accepts both).
+GOOGLE_ISSUERS = {"https://accounts.google.com", "accounts.google.com"}
+EXTENSION = "authsvc.google"
+
+
+def init_app(app: Flask) -> None:
+    """Register the provider's client on `app` when GOOGLE_CLIENT_ID is set (otherwise Google sign-in is off)."""
+    cfg = app.config
+    if not cfg["GOOGLE_CLIENT_ID"]:
+        return
+    # A registry per app, not a module-level one: Authlib keeps its clients (and their cached discovery
+    # documents) on the registry, and each app may point at a different provider.
+    registry = OAuth(app)
+    app.extensions[EXTENSION] = registry.register(
+        PROVIDER, client_id=cfg["GOOGLE_CLIENT_ID"], client_secret=cfg["GOOGLE_CLIENT_SECRET"] or None,
+        server_metadata_url=cfg["GOOGLE_DISCOVERY_URL"],
+        client_kwargs={"scope": "openid email profile", "code_challenge_method": "S256",
+                       "default_timeout": cfg["GOOGLE_TIMEOUT_SECONDS"]},
+    )
+
+
+def enabled() -> bool:
+    """Whether Google sign-in is configured for the current app."""
+    return EXTENSION in current_app.extensions
+
+
+def require_enabled() -> None:
+    """404 `not_found` when Google sign-in is not configured (its routes do not exist then)."""
+    if not enabled():
+        raise APIError(404, "not_found", "Google sign-in is not enabled.")
+
+
+def _client():
+    require_enabled()
+    return current_app.extensions[EXTENSION]
+
+
+def _unavailable() -> APIError:
+    return APIError(503, "unavailable", "Google sign-in is unavailable right now; try again in a moment.")
+
+
+def _invalid_token() -> APIError:
+    return APIError(401, "invalid_credentials", "The Google ID token is invalid or has expired.")
+
+
+def authorization_redirect(redirect_uri: str):
+    """A redirect to the provider's consent screen; returns (response, state). State, nonce and PKCE verifier are
+    kept in the session for the callback."""
+    client = _client()
+    try:
+        found = client.create_authorization_url(redirect_uri)
+    except (requests.RequestException, ValueError, KeyError):  # discovery document unreachable or malformed
+        raise _unavailable() from None
+    client.save_authorize_data(redirect_uri=redirect_uri, **found)
+    return redirect(found["url"]), found["state"]
+
+
+def finish_authorization() -> dict:
+    """On the callback: check state, redeem the code (with the PKCE verifier), verify the ID token and its
+    nonce; the identity's claims."""
+    client = _client()
+    try:
+        token = client.authorize_access_token(claims_cls=CodeIDToken, leeway=_leeway(),
+                                              claims_options=_claims_options(client))
+    except MismatchingStateError:
+        raise APIError(400, "bad_request", "This sign-in attempt expired or did not start here. Try again.") from None
+    except OAuthError as exc:
+        if exc.error == "access_denied":
+            raise APIError(403, "forbidden", "Google sign-in was cancelled.") from None
+        # invalid_grant (a code used twice or expired), a provider refusal, or a callback without a code.
+        raise APIError(400, "bad_request", "Google did not complete the sign-in. Try again.") from None
+    except requests.RequestException:
+        raise _unavailable() from None
+    except JoseError:
+        raise _invalid_token() from None
+    if not token.get("userinfo"):
+        raise _invalid_token()  # a token response without an ID token is not an OpenID sign-in
+    return _identity(dict(token["userinfo"]))
+
+
+def verify_id_token(id_token: str) -> dict:
+    """Verify an ID token a client obtained from the provider for our client id; the identity's claims."""
+    client = _client()
+    try:
+        payload = _decode(client, id_token)
+        claims = CodeIDToken(payload.claims, payload.header, _claims_options(client),
+                             {"client_id": client.client_id, "nonce": None})
+        claims.validate(leeway=_leeway())
+    except (requests.RequestException, KeyError):
+        raise _unavailable() from None
+    except (JoseError, ValueError, TypeError):
+        raise _invalid_token() from None
+    return _identity(dict(claims))
+
+
+def _decode(client, id_token: str):
+    keys = KeySet.import_key_set(client.fetch_jwk_set())
+    try:
+        return jwt.decode(id_token, keys, algorithms=ALGORITHMS)
+    except InvalidKeyIdError:  # the provider rotated its keys since we fetched them
+        return jwt.decode(id_token, KeySet.import_key_set(client.fetch_jwk_set(force=True)), algorithms=ALGORITHMS)
+
+
+def _claims_options(client) -> dict:
+    issuer = client.load_server_metadata().get("issuer")
+    issuers = GOOGLE_ISSUERS if issuer in GOOGLE_ISSUERS else {issuer}
+    return {"iss": {"essential": True, "values": sorted(issuers)}}
+
+
+def _leeway() -> int:
+    return current_app.config["GOOGLE_CLOCK_SKEW_SECONDS"]
+
+
+def _identity(claims: dict) -> dict:
+    """The claims we use, normalised: subject, email, whether the provider verified it, and the name."""
+    verified = claims.get("email_verified")
+    try:
+        email = normalize_email(claims["email"]) if isinstance(claims.get("email"), str) else None
+    except ValueError:
+        email = None
+    if email is None:
+        raise APIError(422, "validation_error", "The Google account has no usable email address.",
+                       fields={"id_token": ["carries no valid email address"]})
+    return {"sub": str(claims["sub"]), "email": email, "name": str(claims.get("name") or "")[:200],
+            "email_verified": verified is True or str(verified).lower() == "true"}
