@@ -1,5 +1,8 @@
 """Health, readiness, JWKS and discovery."""
 import jwt
+from sqlalchemy import text
+
+from authsvc.extensions import db
 
 from .conftest import dispose, make_app
 
@@ -43,3 +46,14 @@ def test_openid_configuration(client):
     assert doc["jwks_uri"] == "http://localhost/.well-known/jwks.json"
     assert doc["token_endpoint"] == "http://localhost/api/v1/auth/token"
     assert doc["revocation_endpoint"] == "http://localhost/api/v1/auth/revoke"
+
+
+def test_readyz_names_the_schema_and_refuses_an_old_one(app, client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["schema"]
+    with app.app_context():
+        db.session.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        db.session.commit()
+    stale = client.get("/readyz")
+    assert stale.status_code == 503 and stale.json["schema"] == ["0001"]
+    assert stale.json["expected"] == ready.json["schema"]

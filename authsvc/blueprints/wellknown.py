@@ -1,4 +1,6 @@
 """Discovery and health: JWKS, OpenID configuration, liveness and readiness."""
+import functools
+
 from flask import Blueprint, current_app, jsonify, url_for
 from sqlalchemy import text
 
@@ -48,10 +50,25 @@ def healthz():
 @bp.get("/readyz")
 @limiter.exempt
 def readyz():
-    """Readiness: 200 when the database answers, 503 otherwise."""
+    """Readiness: 200 when the database answers and its schema is at the code's migration head, 503 otherwise."""
     try:
-        db.session.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - any failure to reach the database means "not ready"
+        current = db.session.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except Exception:  # noqa: BLE001 - any failure to reach the database (or an unmigrated one) is "not ready"
         db.session.rollback()
         return jsonify({"status": "unavailable", "database": "down"}), 503
-    return jsonify({"status": "ok", "database": "ok"})
+    head = _migration_head()
+    if current != [head]:
+        # Serving against an older (or newer) schema would fail on the first query that differs.
+        return jsonify({"status": "unavailable", "database": "ok", "schema": current, "expected": head}), 503
+    return jsonify({"status": "ok", "database": "ok", "schema": head})
+
+
+@functools.cache
+def _migration_head() -> str:
+    """The newest migration this code ships (read once per process)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", current_app.extensions["migrate"].directory)
+    return ScriptDirectory.from_config(config).get_current_head()
