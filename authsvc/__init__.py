@@ -50,6 +50,9 @@ def _init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    # Flask-Limiter keeps settings read by an earlier init_app on its (module-level) object; one app per
+    # process never notices, but each app (tests build many) must start from its own settings.
+    limiter._in_memory_fallback_enabled, limiter._storage_dead, limiter._swallow_errors = False, False, None
     limiter.init_app(app)
     mail.init_app(app)
     csrf.init_app(app)

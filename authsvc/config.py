@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     RATELIMIT_MAIL_REQUEST: str = "5/minute"
 
     AUDIT_RETENTION_DAYS: int = Field(90, ge=1)
+    # `authsvc cleanup`: revoked or expired sessions, used or expired mail-link tokens and individually revoked
+    # access tokens are kept this long after they stopped mattering; sent (or, after failing, dead) mail
+    # is kept OUTBOX_RETENTION_DAYS.
+    CLEANUP_GRACE_HOURS: int = Field(24, ge=0)
+    OUTBOX_RETENTION_DAYS: int = Field(7, ge=1)
     # Brute-force protection per (account, source address): after LOGIN_BLOCK_AFTER failures the source is
     # blocked for LOGIN_BLOCK_SECONDS, doubling with each further failure up to LOGIN_BLOCK_MAX_SECONDS.
     LOGIN_BLOCK_AFTER: int = Field(5, ge=1)
@@ -97,6 +102,9 @@ class Settings(BaseSettings):
 
     RATELIMIT_ENABLED: bool = True
     RATELIMIT_STORAGE_URI: str = "memory://"
+    # With the shared storage (Redis) down: true keeps serving and counts in each process's memory until it is
+    # back (abuse limits stay per instance); false refuses every limited request with 503 `unavailable`.
+    RATELIMIT_FAIL_OPEN: bool = True
     REDIS_URL: str = ""
     # Every endpoint without a limit of its own (forward-auth, health and discovery are exempt).
     RATELIMIT_DEFAULT: str = "300/minute"
@@ -118,6 +126,13 @@ class Settings(BaseSettings):
     DB_CONNECT_TIMEOUT: int = Field(5, ge=1)
     DB_STATEMENT_TIMEOUT_MS: int = Field(15000, ge=100)
     DB_POOL_SIZE: int = Field(10, ge=1)
+
+    # Logs: one JSON object per line (default in production) or plain text (default elsewhere).
+    LOG_FORMAT: Literal["json", "text"] | None = None
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Prometheus metrics at /metrics; with METRICS_TOKEN set, scrapes need `Authorization: Bearer <token>`.
+    METRICS_ENABLED: bool = True
+    METRICS_TOKEN: str = ""
 
     @field_validator("CORS_ORIGINS", "ALLOWED_REDIRECT_ORIGINS", "TIERS", mode="before")
     @classmethod
@@ -142,6 +157,10 @@ class Settings(BaseSettings):
         if self.GOOGLE_CLIENT_ID and not self.GOOGLE_DISCOVERY_URL.startswith(("https://", "http://")):
             raise ValueError("GOOGLE_DISCOVERY_URL must be an http(s) URL")
         return self
+
+    def log_format(self) -> str:
+        """LOG_FORMAT, or its default for AUTHSVC_ENV: JSON in production, text elsewhere."""
+        return self.LOG_FORMAT or ("json" if self.AUTHSVC_ENV == "production" else "text")
 
 
 def normalize_database_url(url: str) -> str:
@@ -217,7 +236,12 @@ def load(overrides: dict | None = None) -> dict:
         JWT_ACCESS_CSRF_HEADER_NAME="X-CSRF-Token",
         JWT_ERROR_MESSAGE_KEY="message",
         RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=settings.RATELIMIT_FAIL_OPEN,
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=settings.RATELIMIT_FAIL_OPEN,
+        # A dead Redis must cost a request milliseconds, not a hung worker.
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1},
         MAIL_SUPPRESS_SEND=False,
+        LOG_FORMAT=settings.log_format(),
     )
     config["JWT_ENCODE_ISSUER"] = config["JWT_DECODE_ISSUER"] = config["JWT_ISSUER"]
     config["JWT_ENCODE_AUDIENCE"] = config["JWT_DECODE_AUDIENCE"] = settings.JWT_AUDIENCE

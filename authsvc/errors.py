@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, make_response, render_template, request
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, InterfaceError
 from werkzeug.exceptions import HTTPException
 
@@ -121,6 +122,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(InterfaceError)
     def _database_down(exc):
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        _finish_transaction(False)
+        return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
+
+    @app.errorhandler(RedisError)
+    def _redis_down(exc):
+        # Only reached with RATELIMIT_FAIL_OPEN=false: the operator chose refusing over unlimited serving.
+        log.error("rate-limit storage unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
         _finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 

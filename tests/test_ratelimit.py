@@ -72,3 +72,25 @@ def test_default_limit_covers_every_other_endpoint_but_not_gateway_or_health(aut
     assert all(client.get("/healthz").status_code == 200 for _ in range(5))
     assert all(client.get("/.well-known/jwks.json").status_code == 200 for _ in range(5))
     assert all(client.get("/api/v1/auth/verify").status_code == 401 for _ in range(5))
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_redis_down_fails_open_or_closed_by_setting(database_url, tmp_path, redis_server, fail_open):
+    from .conftest import dispose, make_app
+
+    app = make_app(database_url, tmp_path / "i", RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="2/minute",
+                   REDIS_URL=redis_server.url, RATELIMIT_FAIL_OPEN=fail_open, MAIL_WORKER=False)
+    try:
+        client = app.test_client()
+        body = {"email": "nobody@example.com", "password": "wrong password 1"}
+        assert client.post("/api/v1/auth/login", json=body).status_code == 401
+        redis_server.stop()
+        codes = [client.post("/api/v1/auth/login", json=body).status_code for _ in range(3)]
+        if fail_open:  # still served, and still limited, by this process's own counts
+            assert codes[0] == 401 and 429 in codes
+        else:
+            assert codes == [503] * 3
+        assert client.get("/healthz").status_code == 200  # unlimited endpoints never touch Redis
+    finally:
+        dispose(app)
