@@ -231,6 +231,10 @@ def load(overrides: dict | None = None) -> dict:
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
         JWT_TOKEN_LOCATION=["headers", "cookies"],
         JWT_COOKIE_SECURE=settings.COOKIE_SECURE,
+        # Flask's session cookie carries form CSRF tokens and the Google sign-in state: same protections.
+        SESSION_COOKIE_SECURE=settings.COOKIE_SECURE,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
         JWT_COOKIE_SAMESITE="Lax",
         JWT_COOKIE_CSRF_PROTECT=True,
         JWT_ACCESS_CSRF_HEADER_NAME="X-CSRF-Token",

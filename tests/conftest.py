@@ -277,3 +277,14 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """A real OpenID provider on 127.0.0.1 (tests/oidc) standing in for Google, for the whole session."""
+    from .oidcserver import OIDCProvider
+
+    provider = OIDCProvider()
+    provider.start()
+    yield provider
+    provider.stop()

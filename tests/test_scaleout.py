@@ -130,3 +130,26 @@ def test_a_key_rotation_reaches_every_instance(instances, database_url, tmp_path
         time.sleep(1)
     assert kid not in before, "A never signed with the rotated key"
     assert requests.get(f"{b.url}/api/v1/users/me", headers=_bearer(pair), timeout=10).status_code == 200
+
+
+def test_google_sign_in_state_survives_landing_on_another_instance(database_url, redis_url, tmp_path,
+                                                                   oidc_provider):
+    a, b = (Gunicorn({}, workers=1) for _ in range(2))
+    client_id, secret = oidc_provider.register_client([f"{a.url}/auth/google/callback"])
+    google = {"PUBLIC_BASE_URL": a.url, "GOOGLE_CLIENT_ID": client_id, "GOOGLE_CLIENT_SECRET": secret,
+              "GOOGLE_DISCOVERY_URL": oidc_provider.discovery_url}
+    try:
+        for instance, name in ((a, "a"), (b, "b")):
+            instance.settings = _settings(database_url, redis_url, tmp_path / name, **google)
+            instance.start()
+        browser = requests.Session()
+        start = browser.get(f"{a.url}/auth/google/login", allow_redirects=False, timeout=10)
+        assert start.status_code == 302
+        callback = oidc_provider.authorize(start.headers["Location"], "roaming@example.com")
+        # The load balancer sends the callback to B: the state, nonce and PKCE verifier travel in the signed cookie.
+        landed = browser.get(callback.replace(a.url, b.url), allow_redirects=False, timeout=10)
+        assert landed.status_code == 302, landed.text
+        assert "access_token_cookie" in landed.cookies
+    finally:
+        a.stop()
+        b.stop()

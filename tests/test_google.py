@@ -1,0 +1,428 @@
+"""Google sign-in against a real OpenID provider process (tests/oidc), over HTTP: the redirect flow, the
+ID-token exchange, the linking rules, and every failure answered with a page or the envelope."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from authsvc.extensions import db
+from authsvc.models import AuditEvent, LinkedIdentity, User
+
+from .conftest import PASSWORD, dispose, make_app, remember
+from .liveserver import free_port
+
+
+class Google:
+    """An app with Google sign-in pointed at the test provider, and the provider client it is registered as."""
+
+    def __init__(self, provider, app, base, client_id, client_secret):
+        self.provider, self.app, self.base = provider, app, base
+        self.client_id, self.client_secret = client_id, client_secret
+        self.client = app.test_client()
+
+    @property
+    def callback(self) -> str:
+        """The redirect URI registered for the app."""
+        return f"{self.base}/auth/google/callback"
+
+    def id_token(self, email, verified=True, **kwargs) -> str:
+        """An ID token the provider really issued to the app's client."""
+        token = self.provider.id_token(self.client_id, self.client_secret, email, email_verified=verified,
+                                       redirect_uri=self.callback, **kwargs)
+        remember(token)
+        return token
+
+    def exchange(self, id_token, **kwargs):
+        """POST /api/v1/auth/google."""
+        return self.client.post("/api/v1/auth/google", json={"id_token": id_token}, **kwargs)
+
+    def browser_flow(self, email, verified=True, consent=True, next_=None, start=None, **kwargs):
+        """Follow the browser flow with the test client and the provider's own pages; the callback's response."""
+        start = start or self.client.get("/auth/google/login" + (f"?next={next_}" if next_ else ""))
+        assert start.status_code == 302, start.get_data(as_text=True)
+        callback = self.provider.authorize(start.headers["Location"], email, email_verified=verified,
+                                           consent=consent, **kwargs)
+        assert callback.startswith(self.callback), callback
+        return self.client.get(callback[len(self.base):])
+
+    def user(self, email) -> User | None:
+        """The user with this address, read fresh."""
+        with self.app.app_context():
+            return db.session.scalars(select(User).where(User.email == email)).first()
+
+    def identities(self) -> list[tuple[str, str]]:
+        """(email at link time, user email) of every linked identity."""
+        with self.app.app_context():
+            rows = db.session.execute(select(LinkedIdentity.email, User.email).join(
+                User, User.id == LinkedIdentity.user_id)).all()
+            return sorted(tuple(r) for r in rows)
+
+
+def _google_app(provider, database_url, instance_path, smtp_server, client_meta=None, **overrides) -> Google:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client_id, secret = provider.register_client([f"{base}/auth/google/callback"], **(client_meta or {}))
+    app = make_app(database_url, instance_path, PUBLIC_BASE_URL=base, GOOGLE_CLIENT_ID=client_id,
+                   GOOGLE_CLIENT_SECRET=secret, GOOGLE_DISCOVERY_URL=provider.discovery_url,
+                   GOOGLE_CLOCK_SKEW_SECONDS=0, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_server.port,
+                   MAIL_POLL_SECONDS=0.1, **overrides)
+    return Google(provider, app, base, client_id, secret)
+
+
+@pytest.fixture
+def google(oidc_provider, database_url, tmp_path, smtp_server):
+    """An app with Google sign-in configured against the test provider."""
+    smtp_server.clear()
+    g = _google_app(oidc_provider, database_url, tmp_path / "instance", smtp_server)
+    yield g
+    dispose(g.app)
+
+
+def _register(google, email="user@example.com", verify=True):
+    response = google.client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.json
+    if verify:
+        with google.app.app_context():
+            db.session.get(User, uuid.UUID(response.json["id"])).email_verified = True
+            db.session.commit()
+    return response.json
+
+
+def _claims(token: str) -> dict:
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+# --- the API: ID-token exchange --------------------------------------------------------------------------------
+
+def test_id_token_signs_up_a_new_user_without_password(google):
+    response = google.exchange(google.id_token("new@example.com", name="New Person"))
+    assert response.status_code == 200, response.json
+    assert set(response.json) >= {"access_token", "refresh_token", "token_type", "expires_in"}
+    me = google.client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {response.json['access_token']}"})
+    assert me.json["email"] == "new@example.com" and me.json["email_verified"] is True
+    assert me.json["full_name"] == "New Person"
+    assert google.user("new@example.com").password_hash is None
+    # The same Google account signs in to the same user again.
+    again = google.exchange(google.id_token("new@example.com"))
+    assert _claims(again.json["access_token"])["sub"] == me.json["id"]
+    assert google.identities() == [("new@example.com", "new@example.com")]
+
+
+def test_a_known_subject_signs_in_even_after_its_email_changed(google):
+    first = google.exchange(google.id_token("old@example.com", sub="stable-sub-1"))
+    later = google.exchange(google.id_token("renamed@example.com", sub="stable-sub-1"))
+    assert later.status_code == 200
+    assert _claims(later.json["access_token"])["sub"] == _claims(first.json["access_token"])["sub"]
+    assert google.user("renamed@example.com") is None
+
+
+def test_verified_email_links_to_the_existing_account(google):
+    user = _register(google, "owner@example.com")
+    response = google.exchange(google.id_token("owner@example.com"))
+    assert response.status_code == 200
+    assert _claims(response.json["access_token"])["sub"] == user["id"]
+    assert google.user("owner@example.com").password_hash is not None  # a verified account keeps its password
+    with google.app.app_context():
+        events = db.session.scalars(select(AuditEvent.event)).all()
+    assert "google_linked" in events
+
+
+def test_unverified_provider_email_never_links_to_an_existing_account(google):
+    _register(google, "victim@example.com")
+    response = google.exchange(google.id_token("victim@example.com", verified=False))
+    assert response.status_code == 409 and response.json["error"]["code"] == "email_taken"
+    assert google.identities() == []
+
+
+def test_unverified_provider_email_creates_an_unverified_user(google, smtp_server):
+    response = google.exchange(google.id_token("fresh@example.com", verified=False))
+    assert response.status_code == 200
+    assert google.user("fresh@example.com").email_verified is False
+    smtp_server.wait_for(lambda m: m["To"] == "fresh@example.com")  # we ask for confirmation ourselves
+
+
+def test_pre_registered_unverified_account_loses_the_squatters_password(google):
+    # Someone registered the owner's address with a password of their own and never confirmed it.
+    squatter = _register(google, "owner@example.com", verify=False)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}).json
+    response = google.exchange(google.id_token("owner@example.com"))
+    assert response.status_code == 200
+    assert _claims(response.json["access_token"])["sub"] == squatter["id"]
+    user = google.user("owner@example.com")
+    assert user.password_hash is None and user.email_verified is True
+    # The squatter's password and session are gone.
+    assert google.client.post("/api/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}
+                              ).status_code == 401
+    stale = google.client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    assert stale.status_code == 401
+
+
+def test_wrong_audience_is_refused(google, oidc_provider):
+    other_id, other_secret = oidc_provider.register_client([google.callback])
+    token = oidc_provider.id_token(other_id, other_secret, "aud@example.com", redirect_uri=google.callback)
+    response = google.exchange(token)
+    assert response.status_code == 401 and response.json["error"]["code"] == "invalid_credentials"
+    assert google.user("aud@example.com") is None
+
+
+@pytest.mark.sqlite_only  # the clock, not the database, is under test
+def test_expired_id_token_is_refused(oidc_provider, database_url, tmp_path, smtp_server):
+    google = _google_app(oidc_provider, database_url, tmp_path / "instance", smtp_server,
+                         client_meta={"id_token_ttl": 3})
+    try:
+        token = google.id_token("late@example.com")
+        assert google.exchange(token).status_code == 200  # fresh, it is good
+        time.sleep(4.1)
+        response = google.exchange(token)
+        assert response.status_code == 401 and response.json["error"]["code"] == "invalid_credentials"
+    finally:
+        dispose(google.app)
+
+
+def _forge(token: str, header: dict | None = None, claims: dict | None = None, signature: str | None = None):
+    def enc(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    head, body, sig = token.split(".")
+    old_header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    return ".".join([enc({**old_header, **(header or {})}) if header else head,
+                     enc({**_claims(token), **(claims or {})}) if claims else body,
+                     sig if signature is None else signature])
+
+
+@pytest.mark.parametrize("tamper", [
+    pytest.param(lambda t: _forge(t, claims={"email": "admin@example.com"}), id="payload-changed"),
+    pytest.param(lambda t: _forge(t, header={"alg": "none"}, signature=""), id="alg-none"),
+    pytest.param(lambda t: _forge(t, header={"alg": "HS256"}), id="alg-hs256"),
+    pytest.param(lambda t: _forge(t, header={"kid": "unknown-kid"}), id="unknown-kid"),
+    pytest.param(lambda t: t[:-8] + "AAAAAAAA", id="signature-changed"),
+    pytest.param(lambda t: "not.a.jwt", id="garbage"),
+    pytest.param(lambda t: "x" * 2000, id="no-dots"),
+])
+def test_tampered_id_tokens_are_refused(google, tamper):
+    token = google.id_token("tamper@example.com")
+    response = google.exchange(tamper(token))
+    assert response.status_code == 401, response.json
+    assert response.json["error"]["code"] == "invalid_credentials"
+    assert google.user("tamper@example.com") is None
+
+
+@pytest.mark.parametrize("body", [{}, {"id_token": ""}, {"id_token": 5}, {"id_token": "x" * 9000}])
+def test_bad_bodies(google, body):
+    response = google.client.post("/api/v1/auth/google", json=body)
+    assert response.status_code == 422 and response.json["error"]["code"] == "validation_error"
+
+
+def test_disabled_account_cannot_sign_in_with_google(google):
+    google.exchange(google.id_token("gone@example.com"))
+    with google.app.app_context():
+        db.session.scalars(select(User).where(User.email == "gone@example.com")).one().is_active = False
+        db.session.commit()
+    response = google.exchange(google.id_token("gone@example.com"))
+    assert response.status_code == 403 and response.json["error"]["code"] == "account_disabled"
+
+
+def test_routes_404_and_no_button_when_not_configured(client):
+    assert client.post("/api/v1/auth/google", json={"id_token": "x"}).json["error"]["code"] == "not_found"
+    assert client.get("/auth/google/login").status_code == 404
+    assert client.get("/auth/google/callback?code=x&state=y").status_code == 404
+    assert "google" not in client.get("/login").get_data(as_text=True).lower()
+
+
+def test_provider_down_is_503_not_500(database_url, tmp_path, smtp_server):
+    closed = free_port()
+    app = make_app(database_url, tmp_path / "instance", GOOGLE_CLIENT_ID="cid", GOOGLE_CLIENT_SECRET="s",
+                   GOOGLE_DISCOVERY_URL=f"http://127.0.0.1:{closed}/.well-known/openid-configuration",
+                   GOOGLE_TIMEOUT_SECONDS=2)
+    try:
+        client = app.test_client()
+        response = client.post("/api/v1/auth/google", json={"id_token": "a.b.c"})
+        assert response.status_code == 503 and response.json["error"]["code"] == "unavailable"
+        page = client.get("/auth/google/login")
+        assert page.status_code == 503 and "unavailable" in page.get_data(as_text=True)
+    finally:
+        dispose(app)
+
+
+# --- the browser flow, driven over HTTP ------------------------------------------------------------------------
+
+def test_browser_flow_signs_in_with_cookies_and_goes_to_next(google):
+    response = google.browser_flow("web@example.com", next_="/account?tab=1")
+    assert response.status_code == 302 and response.headers["Location"] == "/account?tab=1"
+    cookies = response.headers.getlist("Set-Cookie")
+    assert any(c.startswith("access_token_cookie=") and "HttpOnly" in c for c in cookies)
+    assert any(c.startswith("refresh_token=") and "HttpOnly" in c for c in cookies)
+    page = google.client.get("/account")
+    assert page.status_code == 200 and "web@example.com" in page.get_data(as_text=True)
+
+
+def test_browser_flow_refuses_a_foreign_next(google):
+    response = google.browser_flow("next@example.com", next_="https://evil.example/steal")
+    assert response.headers["Location"] == "/account"
+
+
+def test_consent_denied_is_a_clear_page(google):
+    response = google.browser_flow("deny@example.com", consent=False)
+    assert response.status_code == 403 and "cancelled" in response.get_data(as_text=True)
+    assert google.user("deny@example.com") is None
+
+
+def test_state_mismatch_is_a_clear_page(google):
+    response = google.client.get("/auth/google/callback?code=abc&state=forged")
+    assert response.status_code == 400 and "Try again" in response.get_data(as_text=True)
+
+
+def test_a_replayed_code_is_refused(google):
+    start = google.client.get("/auth/google/login")
+    callback = google.provider.authorize(start.headers["Location"], "replay@example.com")
+    assert google.client.get(callback[len(google.base):]).status_code == 302
+    # The same code again, under a fresh state of this browser: the provider refuses to redeem it twice.
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    fresh = parse_qs(urlsplit(google.client.get("/auth/google/login").headers["Location"]).query)["state"][0]
+    response = google.client.get(f"/auth/google/callback?code={code}&state={fresh}")
+    assert response.status_code == 400 and "did not complete" in response.get_data(as_text=True)
+
+
+def test_unverified_email_matching_an_account_tells_to_sign_in_and_link(google):
+    _register(google, "taken@example.com")
+    response = google.browser_flow("taken@example.com", verified=False)
+    assert response.status_code == 409 and "link your Google account" in response.get_data(as_text=True)
+    assert google.identities() == []
+
+
+def _browser_sign_in(google, email="user@example.com"):
+    page = google.client.get("/login")
+    token = page.get_data(as_text=True).split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+    response = google.client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return token
+
+
+def test_link_and_unlink_from_the_account_page(google):
+    _register(google, "user@example.com")
+    csrf = _browser_sign_in(google)
+    start = google.client.post("/auth/google/link", data={"csrf_token": csrf})
+    response = google.browser_flow("someone.else@gmail.example", start=start)
+    assert response.status_code == 302 and response.headers["Location"] == "/account"
+    assert google.identities() == [("someone.else@gmail.example", "user@example.com")]
+    page = google.client.get("/account").get_data(as_text=True)
+    assert "someone.else@gmail.example" in page and "Link a Google account" not in page
+    # That Google account now signs in to this user.
+    pair = google.exchange(google.id_token("someone.else@gmail.example")).json
+    assert _claims(pair["access_token"])["email"] == "user@example.com"
+    with google.app.app_context():
+        identity_id = db.session.scalars(select(LinkedIdentity.id)).one()
+    google.client.post(f"/account/identities/{identity_id}/unlink", data={"csrf_token": csrf})
+    assert google.identities() == []
+
+
+def test_link_needs_the_forms_csrf_token(google):
+    _register(google)
+    _browser_sign_in(google)
+    assert google.client.post("/auth/google/link").status_code == 400
+
+
+# --- linked identities through the API -------------------------------------------------------------------------
+
+def _bearer(pair):
+    return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+def test_identities_api_link_list_and_unlink(google):
+    _register(google)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}).json
+    linked = google.client.post("/api/v1/users/me/identities/google", headers=_bearer(pair),
+                                json={"id_token": google.id_token("mine@gmail.example")})
+    assert linked.status_code == 201 and linked.json["provider"] == "google"
+    listed = google.client.get("/api/v1/users/me/identities", headers=_bearer(pair)).json["items"]
+    assert [i["email"] for i in listed] == ["mine@gmail.example"]
+    gone = google.client.delete(f"/api/v1/users/me/identities/{linked.json['id']}", headers=_bearer(pair))
+    assert gone.status_code == 204
+    assert google.client.get("/api/v1/users/me/identities", headers=_bearer(pair)).json["items"] == []
+
+
+def test_a_google_account_links_to_one_user_only(google):
+    google.exchange(google.id_token("first@gmail.example"))  # creates its own user
+    _register(google)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}).json
+    response = google.client.post("/api/v1/users/me/identities/google", headers=_bearer(pair),
+                                  json={"id_token": google.id_token("first@gmail.example")})
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+
+
+def test_the_last_way_to_sign_in_cannot_be_unlinked(google):
+    pair = google.exchange(google.id_token("only@gmail.example")).json
+    identity = google.client.get("/api/v1/users/me/identities", headers=_bearer(pair)).json["items"][0]
+    response = google.client.delete(f"/api/v1/users/me/identities/{identity['id']}", headers=_bearer(pair))
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    assert len(google.identities()) == 1
+
+
+@pytest.mark.parametrize("identity_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+def test_unlink_unknown_identity(google, identity_id):
+    _register(google)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}).json
+    response = google.client.delete(f"/api/v1/users/me/identities/{identity_id}", headers=_bearer(pair))
+    assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+
+
+# --- the browser flow in headless Chromium ---------------------------------------------------------------------
+
+@pytest.fixture
+def google_live(google):
+    """The Google-enabled app served on its PUBLIC_BASE_URL port."""
+    from .liveserver import LiveServer
+
+    server = LiveServer(google.app, int(google.base.rsplit(":", 1)[1]))
+    server.start()
+    yield google
+    server.stop()
+
+
+@pytest.mark.sqlite_only
+def test_sign_in_link_and_deny_in_a_real_browser(google_live, browser):
+    from .browser import screenshot
+
+    google, context = google_live, browser.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(f"{google.base}/login?next=/account")
+        screenshot(page, "20-login-with-google")
+        page.click("#google-signin")
+        page.wait_for_selector("#login-form")  # the provider's sign-in page
+        page.fill("#email", "chromium@example.com")
+        page.fill("#name", "Chromium User")
+        page.click("#login-submit")
+        page.click("#consent-allow")
+        page.wait_for_url(f"{google.base}/account")
+        screenshot(page, "21-account-after-google")
+        assert "chromium@example.com" in page.content() and "not set" in page.content()
+        # The last way to sign in cannot be unlinked: the page says so and the link stays.
+        page.click("#unlink-google")
+        page.wait_for_load_state()
+        assert "only way to sign in" in page.content()
+        assert google.identities() == [("chromium@example.com", "chromium@example.com")]
+
+        # Denying consent, in a fresh browser, lands on a clear page.
+        other = browser.new_context()
+        try:
+            page = other.new_page()
+            page.goto(f"{google.base}/signup")
+            page.click("#google-signin")
+            page.fill("#email", "denier@example.com")
+            page.click("#login-submit")
+            page.click("#consent-deny")
+            page.wait_for_url(f"{google.base}/auth/google/callback*")
+            screenshot(page, "22-google-denied")
+            assert "cancelled" in page.content()
+        finally:
+            other.close()
+    finally:
+        context.close()
