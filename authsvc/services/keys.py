@@ -78,10 +78,20 @@ def new_signing_key(algorithm: str) -> SigningKey:
 
 
 def rotate() -> SigningKey:
-    """Stage a new active key and retire the current ones; they stay published until their tokens expire."""
+    """Stage a new key, published at once and signing once every instance has had time to load it.
+
+    Publish before signing: the current keys keep signing until `retired_at`, set one cache period (plus a
+    margin) ahead, so by the time any instance signs with the new key every other instance's cached ring
+    has expired and been reloaded with it. Otherwise a token could reach an instance that loaded its keys a
+    moment before the rotation and be refused for a few seconds. Old keys stay published until their tokens
+    expire.
+    """
     now = utcnow()
-    for key in db.session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
-        key.retired_at = now
+    cache = current_app.config["SIGNING_KEY_CACHE_SECONDS"]
+    handover = now + timedelta(seconds=cache + 2 if cache else 0)
+    for key in db.session.scalars(select(SigningKey).where(
+            or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > handover))):
+        key.retired_at = handover
     key = new_signing_key(current_app.config["JWT_ALGORITHM"])
     key.created_at = now
     db.session.add(key)
@@ -124,11 +134,12 @@ def _load() -> KeyRing:
                 log.info("generated the first %s signing key %s", algorithm, key.kid)
                 rows.insert(0, key)
     ring = KeyRing(loaded_at=time.monotonic())
+    signer = _signer(rows, algorithm)
     for row in rows:
         ring.jwks.append(row.public_jwk)
         loader = RSAAlgorithm if row.public_jwk["kty"] == "RSA" else OKPAlgorithm
         ring.public[row.kid] = loader.from_jwk(json.dumps(row.public_jwk))
-        if ring.active_kid is None and row.retired_at is None and row.algorithm == algorithm:
+        if row is signer:
             try:
                 pem = _fernet().decrypt(row.private_key)
             except InvalidToken:
@@ -137,6 +148,15 @@ def _load() -> KeyRing:
     if cfg.get("JWT_PRIVATE_KEY_FILE"):
         _use_key_file(ring, cfg["JWT_PRIVATE_KEY_FILE"], algorithm)
     return ring
+
+
+def _signer(rows, algorithm: str):
+    """The key that signs now: the oldest one still serving out its term after a rotation (every instance
+    has it), else the newest unretired one."""
+    now = utcnow()
+    live = [r for r in rows if r.algorithm == algorithm and (r.retired_at is None or r.retired_at > now)]
+    finishing = sorted((r for r in live if r.retired_at is not None), key=lambda r: r.created_at)
+    return finishing[0] if finishing else next((r for r in live if r.retired_at is None), None)
 
 
 def _use_key_file(ring: KeyRing, path, algorithm: str) -> None:
