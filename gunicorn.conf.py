@@ -1,14 +1,53 @@
-"""gunicorn settings for production: sync workers, 2n+1 by default; each overridable by environment."""
+"""gunicorn settings for production: sync workers, 2n+1 by default; each overridable by environment.
+
+Logs go through authsvc's own handler (LOG_FORMAT, JSON in production); gunicorn's access log stays off because
+the app writes one access line per request itself. With PROMETHEUS_MULTIPROC_DIR set, the workers' metrics are
+kept in files there (prometheus-client's multiprocess mode): emptied when the server starts, and each exited
+worker marked dead so its live gauges go (its counters stay in the totals).
+"""
 import multiprocessing
 import os
+from pathlib import Path
+
+from authsvc.logs import gunicorn_logconfig
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset), else every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return multiprocessing.cpu_count()
+
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+# 2n+1 sync workers; GUNICORN_WORKERS overrides (empty counts as unset, as docker compose passes it).
+workers = int(os.environ.get("GUNICORN_WORKERS") or 2 * _cpus() + 1)
 worker_class = "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
 max_requests = 10000  # recycle workers now and then, so a slow leak can never grow without bound
 max_requests_jitter = 1000
-accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "") in ("1", "true", "yes") else None
+accesslog = None
 errorlog = "-"
+logconfig_dict = gunicorn_logconfig()
+
+METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def on_starting(server):
+    """Start the metrics with a clean folder: files of a previous run would be added to this run's totals."""
+    if METRICS_DIR:
+        folder = Path(METRICS_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server, worker):
+    """Tell prometheus-client that a worker is gone (multiprocess mode)."""
+    if METRICS_DIR:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

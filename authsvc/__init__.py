@@ -1,8 +1,6 @@
 """authsvc: authentication and user management as a service."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -22,15 +20,15 @@ def create_app(config: dict | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXIES"]
         # Only the last N hops were added by our own proxies; anything before them is the client's to forge.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    if app.config["ENV"] != "testing":
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from . import logs
 
-    from . import logredact
+    logs.init_logging(app)  # first: importing the extensions below already logs (alembic)
+    from . import logredact, metrics
 
     logredact.install()
     _init_extensions(app)
     _register_blueprints(app)
+    metrics.init_metrics(app)
     from .cli import register_commands
 
     register_commands(app)
@@ -64,7 +62,7 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .blueprints import api, google, pages, wellknown
+    from .blueprints import api, docs, google, pages, wellknown
     from .extensions import csrf
     from .services import keys, outbox
 
@@ -72,6 +70,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(google.bp)
+    app.register_blueprint(docs.bp)
     # The JSON API authenticates by bearer token (or cookie plus X-CSRF-Token); form CSRF is for the pages.
     csrf.exempt(api.bp)
     csrf.exempt(wellknown.bp)

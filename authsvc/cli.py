@@ -1,7 +1,11 @@
 """The `authsvc` command: a Flask CLI group with the service's own commands."""
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -12,7 +16,9 @@ from .config import ConfigError
 from .errors import APIError
 from .extensions import db
 from .schemas import normalize_email
-from .services import accounts, audit, clients, keys, outbox, users
+from .services import accounts, audit, clients, keys, maintenance, outbox, users
+
+log = logging.getLogger(__name__)
 
 
 def _create_app():
@@ -131,9 +137,50 @@ def mail_flush():
         sys.exit(1)
 
 
+WORKER_BATCH = 100  # messages per pass: the stop flag is looked at between passes
+
+
+@mail_group.command("worker")
+@click.option("--heartbeat", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Touch this file after every pass that reached the database (for a container healthcheck).")
+def mail_worker(heartbeat: Path | None):
+    """Deliver the outbox until SIGTERM or SIGINT: the sender of a mail container (MAIL_WORKER=false on the web)."""
+    app = current_app._get_current_object()
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    click.echo(f"mail worker: sending, polling every {app.config['MAIL_POLL_SECONDS']:g}s")
+    while not stopping.is_set():
+        busy = False
+        try:
+            with app.app_context():  # a fresh database session for every pass
+                sent, failed = outbox.flush(limit=WORKER_BATCH)
+            busy = sent + failed >= WORKER_BATCH
+            if heartbeat is not None:
+                heartbeat.touch()
+        except Exception:  # noqa: BLE001 - a lost database must not end the worker; the next pass retries
+            log.exception("mail outbox delivery failed")
+        if not busy:
+            stopping.wait(app.config["MAIL_POLL_SECONDS"])
+    click.echo("mail worker: stopped")
+
+
+@click.command("cleanup")
+@click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True,
+              help="Rows per transaction.")
+@with_appcontext
+def cleanup(batch_size: int):
+    """Delete expired sessions, tokens and counters and old outbox mail (safe from cron on every instance)."""
+    counts = maintenance.cleanup(batch_size)
+    if counts is None:
+        click.echo("cleanup: another instance is running it; nothing done")
+        return
+    click.echo("removed " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
 def register_commands(app) -> None:
     """Attach the service's commands to `app.cli` (the `authsvc` console script loads them from there)."""
-    for command in (run, create_admin, keys_group, clients_group, audit_group, mail_group):
+    for command in (run, create_admin, keys_group, clients_group, audit_group, mail_group, cleanup):
         app.cli.add_command(command)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError, InterfaceError
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
+from .logredact import redact
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def _database_down(exc):
-        log.error("database unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        log.error("database unavailable on %s %s: %s", request.method, redact(request.path),
+                  exc.__class__.__name__)
         _finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 
@@ -134,6 +136,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The cause and traceback go to the log, stamped with the request id (logs.RequestIdFilter); the client
+        # gets the code, and the same id in X-Request-ID to quote. Paths may carry mail-link tokens.
+        log.exception("unhandled error on %s %s", request.method, redact(request.path))
         _finish_transaction(False)
         return error_response(500, "internal_error", "An internal error occurred.")

@@ -1,11 +1,12 @@
 """JSON payloads: one pydantic model per request body, and the helper that turns failures into the envelope."""
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from .errors import APIError, validation_error
 
@@ -33,9 +34,11 @@ def normalize_email(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_text)]
-Email = Annotated[str, Field(max_length=254), AfterValidator(_text), AfterValidator(normalize_email)]
+Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_text),
+                AfterValidator(normalize_email)]
 # Long enough for any valid password; the policy (with its configured maximum) is checked by the service.
-Password = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_text)]
+Password = Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"format": "password"}),
+                   AfterValidator(_text)]
 Name = Annotated[str, Field(max_length=200), AfterValidator(_text), AfterValidator(str.strip)]
 OpaqueToken = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_text)]
 
@@ -142,9 +145,13 @@ class AdminUserPatch(Payload):
     email_verified: bool | None = None
 
 
+# services.clients.check_scopes checks the pattern (with a clearer message); here it is documented.
+Scope = Annotated[str, Field(max_length=64, json_schema_extra={"pattern": r"^[A-Za-z0-9:._/-]{1,64}$"})]
+
+
 class ClientIn(Payload):
     name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_text)]
-    scopes: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    scopes: list[Scope] = Field(default_factory=list, max_length=64)
 
 
 class UserListQuery(BaseModel):
@@ -155,7 +162,7 @@ class UserListQuery(BaseModel):
     per_page: int = Field(20, ge=1, le=100)
     q: Annotated[str, Field(max_length=200), AfterValidator(_text)] | None = None
     is_active: bool | None = None
-    role: Annotated[str, Field(max_length=64)] | None = None
+    role: Annotated[str, Field(max_length=64), AfterValidator(_text)] | None = None
 
 
 def parse_query(model: type[M]) -> M:
@@ -172,10 +179,64 @@ class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     page: int = Field(1, ge=1, le=100000)
     per_page: int = Field(50, ge=1, le=200)
-    user_id: Annotated[str, Field(max_length=64)] | None = None
-    event: Annotated[str, Field(max_length=40)] | None = None
+    user_id: Annotated[str, Field(max_length=64), AfterValidator(_text)] | None = None
+    event: Annotated[str, Field(max_length=40), AfterValidator(_text)] | None = None
 
 
 class GoogleIdTokenIn(Payload):
     # A compact JWS is three base64url parts; Google's ID tokens are about 1 KB. 8 KB bounds anything sane.
     id_token: Annotated[str, Field(min_length=1, max_length=8192), AfterValidator(_text)]
+
+
+# The OAuth2 form endpoints and forward-auth read their parameters by hand, to answer in RFC 6749 form (and,
+# for forward-auth, only ever 200/401/403). These models describe those parameters for the OpenAPI document.
+FormValue = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class OAuthForm(BaseModel):
+    """Base of the OAuth2 forms: a service client may authenticate in the form instead of with HTTP Basic."""
+
+    model_config = ConfigDict(extra="ignore")
+    client_id: str | SkipJsonSchema[None] = Field(None, description="Service client (client_secret_post).")
+    client_secret: str | SkipJsonSchema[None] = Field(
+        None, json_schema_extra={"format": "password"}, description="Service client (client_secret_post).")
+
+
+class TokenForm(OAuthForm):
+    """POST /auth/token (RFC 6749). Each grant reads its own fields (required, 1 to 4096 characters) and
+    ignores the others."""
+
+    grant_type: Literal["password", "refresh_token", "client_credentials"]
+    username: str | SkipJsonSchema[None] = Field(None, description="password grant: the email address.")
+    password: str | SkipJsonSchema[None] = Field(
+        None, json_schema_extra={"format": "password"}, description="password grant.")
+    refresh_token: str | SkipJsonSchema[None] = Field(None, description="refresh_token grant.")
+    scope: str | SkipJsonSchema[None] = Field(
+        None, description="client_credentials grant (optional): space-separated, within the client's scopes.")
+
+
+# RFC 7009 §2.1 and RFC 7662 §2.1: a hint the server does not know is ignored, not refused.
+TokenTypeHint = Annotated[str, Field(examples=["access_token", "refresh_token"],
+                                     description="`access_token` or `refresh_token`: the kind to try first.")]
+
+
+class RevokeForm(OAuthForm):
+    """POST /auth/revoke (RFC 7009): the token alone suffices."""
+
+    token: FormValue
+    token_type_hint: TokenTypeHint | SkipJsonSchema[None] = None
+
+
+class IntrospectForm(OAuthForm):
+    """POST /auth/introspect (RFC 7662): the caller authenticates as a service client."""
+
+    token: FormValue
+    token_type_hint: TokenTypeHint | SkipJsonSchema[None] = None
+
+
+class ForwardAuthQuery(BaseModel):
+    """Query string of GET /auth/verify."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Annotated[str, Field(max_length=64)] | SkipJsonSchema[None] = Field(
+        None, description="403 unless the token holds this role.")

@@ -60,7 +60,8 @@ def test_audit_needs_the_permission(auth, client):
     assert client.get(AUDIT, headers=auth.bearer(pair)).status_code == 403
 
 
-@pytest.mark.parametrize("query", ["page=0", "per_page=500"])
+# A NUL in `event` (found by probing after fuzzing) was a 500 on PostgreSQL, which refuses it in a query.
+@pytest.mark.parametrize("query", ["page=0", "per_page=500", "event=a%00", "user_id=a%00"])
 def test_audit_bad_query(client, admin, query):
     assert client.get(f"{AUDIT}?{query}", headers=admin).status_code == 422
 

@@ -66,6 +66,19 @@ def test_client_credentials_errors(client, service, credentials, status, error):
     assert response.status_code == status and response.json["error"] == error
 
 
+@pytest.mark.parametrize("how", ["basic", "form"])
+def test_nul_in_client_id_is_just_a_wrong_client(client, service, how):
+    # Found by probing after fuzzing: a NUL in the client id was a 500 on PostgreSQL (refused in a query).
+    form = {"grant_type": "client_credentials"}
+    if how == "basic":
+        response = client.post(TOKEN, data=form, headers=_basic("svc%00x", service[1]))
+    else:
+        response = client.post(TOKEN, data={**form, "client_id": "svc\x00x", "client_secret": service[1]})
+    assert response.status_code == 401 and response.json["error"] == "invalid_client"
+    introspected = client.post(INTROSPECT, data={"token": "x"}, headers=_basic("svc%00x", service[1]))
+    assert introspected.status_code == 401 and introspected.json["error"] == "invalid_client"
+
+
 def test_cli_creates_clients(runner, client):
     result = runner.invoke(args=["clients", "create", "reports", "--scope", "reports", "--scope", "users:read"])
     assert result.exit_code == 0

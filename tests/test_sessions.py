@@ -18,6 +18,21 @@ def test_list_marks_current(auth, client):
     assert first != second
 
 
+def test_nul_in_user_agent_is_dropped(auth, client, admin):
+    # Found by probing after fuzzing: a NUL in User-Agent (gunicorn refuses one; the development server lets it
+    # through) made the session and audit inserts fail on PostgreSQL: a 500 on login.
+    auth.register()
+    pair = auth.login(headers={"User-Agent": "agent\x00smith"})
+    assert pair.status_code == 200, pair.json
+    listed = client.get("/api/v1/auth/sessions", headers=auth.bearer(pair.json)).json
+    assert [s["user_agent"] for s in listed] == ["agentsmith"]
+    refreshed = client.post("/api/v1/auth/refresh", json={"refresh_token": pair.json["refresh_token"]},
+                            headers={"User-Agent": "agent\x00jones"})
+    assert refreshed.status_code == 200, refreshed.json
+    events = client.get("/api/v1/admin/audit?event=login_succeeded", headers=admin).json["items"]
+    assert "agentsmith" in [e["user_agent"] for e in events]
+
+
 def test_logout_stops_access_and_refresh_at_once(auth, client):
     pair = auth.signed_in()
     other = auth.login().json

@@ -5,6 +5,7 @@ from flask import Blueprint, current_app, jsonify, url_for
 from sqlalchemy import text
 
 from ..extensions import db, limiter
+from ..openapi import document
 from ..services import keys
 
 bp = Blueprint("wellknown", __name__)
@@ -12,6 +13,7 @@ bp = Blueprint("wellknown", __name__)
 
 # Discovery and health are polled by machines (load balancers, every verifying service): never rate-limited.
 @bp.get("/.well-known/jwks.json")
+@document(responses={200: "JWKS"}, rate_limited=False)
 @limiter.exempt
 def jwks():
     """The public keys that verify our access tokens."""
@@ -21,6 +23,7 @@ def jwks():
 
 
 @bp.get("/.well-known/openid-configuration")
+@document(responses={200: "OpenIDConfiguration"}, rate_limited=False)
 @limiter.exempt
 def openid_configuration():
     """Discovery document: issuer, JWKS and the OAuth2 endpoints."""
@@ -41,6 +44,7 @@ def openid_configuration():
 
 
 @bp.get("/healthz")
+@document(responses={200: "Health"}, rate_limited=False)
 @limiter.exempt
 def healthz():
     """Liveness: the process answers."""
@@ -48,6 +52,7 @@ def healthz():
 
 
 @bp.get("/readyz")
+@document(responses={200: "Readiness", 503: "Readiness"}, rate_limited=False)
 @limiter.exempt
 def readyz():
     """Readiness: 200 when the database answers and its schema is at the code's migration head, 503 otherwise."""

@@ -28,8 +28,9 @@ def record(event: str, user_id: uuid.UUID | None = None, **details) -> None:
     in_request = has_request_context()
     db.session.add(AuditEvent(
         event=event, user_id=user_id,
-        ip_address=(request.remote_addr or "")[:64] if in_request else "",
-        user_agent=request.headers.get("User-Agent", "")[:512] if in_request else "",
+        # NULs dropped: a server that lets one through in a header must not make the insert fail (PostgreSQL).
+        ip_address=(request.remote_addr or "").replace("\x00", "")[:64] if in_request else "",
+        user_agent=request.headers.get("User-Agent", "").replace("\x00", "")[:512] if in_request else "",
         request_id=g.get("request_id", "") if in_request else "",
         details={k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in details.items() if k in SAFE_DETAILS},
     ))

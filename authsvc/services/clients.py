@@ -38,7 +38,9 @@ def create(name: str, scopes: list[str]) -> tuple[ServiceClient, str]:
 
 def authenticate(client_id: str, secret: str) -> ServiceClient | None:
     """The client these credentials belong to, or None (compared in constant time)."""
-    client = db.session.scalars(select(ServiceClient).where(ServiceClient.client_id == client_id)).first()
+    # No client id holds a NUL, and PostgreSQL refuses one in a query: such an id simply matches no client.
+    client = None if "\x00" in client_id else db.session.scalars(
+        select(ServiceClient).where(ServiceClient.client_id == client_id)).first()
     expected = client.secret_hash if client else hash_token("no such client")
     ok = hmac.compare_digest(expected, hash_token(secret))
     return client if client is not None and ok else None

@@ -18,11 +18,17 @@ def _refresh_lifetime() -> timedelta:
     return timedelta(days=current_app.config["REFRESH_TOKEN_EXPIRE_DAYS"])
 
 
+def _header_text(value: str | None, limit: int) -> str:
+    # From request headers: a server that lets a NUL through must not make the insert fail (PostgreSQL).
+    return (value or "").replace("\x00", "")[:limit]
+
+
 def start_session(user: User, user_agent: str, ip_address: str) -> dict:
     """Stage a new session for `user` with its first refresh token; return the token pair."""
     now = utcnow()
     session = Session(
-        id=uuid.uuid4(), user_id=user.id, user_agent=(user_agent or "")[:512], ip_address=ip_address[:64],
+        id=uuid.uuid4(), user_id=user.id, user_agent=_header_text(user_agent, 512),
+        ip_address=_header_text(ip_address, 64),
         created_at=now, last_used_at=now, expires_at=now + _refresh_lifetime(),
     )
     refresh = random_token()
@@ -71,7 +77,8 @@ def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
         user = _live_session_user(session, now)
         session.last_used_at = now
         session.expires_at = now + _refresh_lifetime()
-        session.user_agent, session.ip_address = (user_agent or session.user_agent)[:512], ip_address[:64]
+        session.user_agent = _header_text(user_agent, 512) or session.user_agent
+        session.ip_address = _header_text(ip_address, 64)
         db.session.add(RefreshToken(
             session_id=session.id, parent_id=row.id, token_hash=hash_token(child), expires_at=session.expires_at
         ))

@@ -4,6 +4,7 @@ from flask import jsonify
 from ...auth import permission_required
 from ...errors import APIError
 from ...extensions import db
+from ...openapi import document
 from ...schemas import AdminUserIn, AdminUserPatch, AuditQuery, ClientIn, UserListQuery, parse, parse_query
 from ...services import admin, audit, clients, users
 from . import bp
@@ -17,6 +18,8 @@ def _user(user_id: str):
 
 
 @bp.get("/admin/users")
+@document(auth="users:read", query=UserListQuery, responses={200: "UserPage"},
+          errors={422: "validation_error"})
 @permission_required("users:read")
 def list_users():
     """Users, paginated, searchable by email and name, filterable by status and role."""
@@ -25,6 +28,7 @@ def list_users():
 
 
 @bp.post("/admin/users")
+@document(auth="users:write", body=AdminUserIn, responses={201: "User"}, errors={409: "email_taken"})
 @permission_required("users:write")
 def create_user():
     """Create a user → 201 User."""
@@ -35,6 +39,7 @@ def create_user():
 
 
 @bp.get("/admin/users/<user_id>")
+@document(auth="users:read", responses={200: "User"})
 @permission_required("users:read")
 def get_user(user_id: str):
     """One user."""
@@ -42,16 +47,19 @@ def get_user(user_id: str):
 
 
 @bp.patch("/admin/users/<user_id>")
+@document(auth="users:write", body=AdminUserPatch, responses={200: "User"},
+          errors={409: ("email_taken", "conflict")})
 @permission_required("users:write")
 def update_user(user_id: str):
-    """Change a user; deactivating ends their sessions → User."""
-    changes = parse(AdminUserPatch).model_dump(exclude_unset=True)
+    """Change a user; deactivating ends their sessions → User. A field sent as null stays as it is."""
+    changes = parse(AdminUserPatch).model_dump(exclude_unset=True, exclude_none=True)
     user = admin.update_user(_user(user_id), changes)
     db.session.commit()
     return jsonify(user.to_dict())
 
 
 @bp.delete("/admin/users/<user_id>")
+@document(auth="users:write", responses={204: None}, errors={409: "conflict"})
 @permission_required("users:write")
 def delete_user(user_id: str):
     """Hard-delete a user → 204."""
@@ -61,6 +69,7 @@ def delete_user(user_id: str):
 
 
 @bp.get("/admin/clients")
+@document(auth="clients:manage", responses={200: list["Client"]})
 @permission_required("clients:manage")
 def list_clients():
     """Every service client (secrets are never shown again)."""
@@ -68,6 +77,7 @@ def list_clients():
 
 
 @bp.post("/admin/clients")
+@document(auth="clients:manage", body=ClientIn, responses={201: "ClientCreated"})
 @permission_required("clients:manage")
 def create_client():
     """Create a service client → 201 with its `client_secret`, shown this once."""
@@ -78,6 +88,7 @@ def create_client():
 
 
 @bp.delete("/admin/clients/<client_id>")
+@document(auth="clients:manage", responses={204: None})
 @permission_required("clients:manage")
 def delete_client(client_id: str):
     """Delete a service client; its tokens stop working → 204."""
@@ -87,6 +98,7 @@ def delete_client(client_id: str):
 
 
 @bp.get("/admin/audit")
+@document(auth="audit:read", query=AuditQuery, responses={200: "AuditPage"}, errors={422: "validation_error"})
 @permission_required("audit:read")
 def audit_events():
     """Auth events, newest first, filterable by user and event name."""

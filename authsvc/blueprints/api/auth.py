@@ -6,10 +6,12 @@ from ...extensions import db
 from ...schemas import LoginIn, RefreshIn, RegisterIn, parse
 from ...services import accounts, sessions
 from ...limits import limit
+from ...openapi import USER, document
 from . import bp, client_meta
 
 
 @bp.post("/auth/register")
+@document(body=RegisterIn, responses={201: "User"}, errors={409: "email_taken"})
 @limit("RATELIMIT_REGISTER")
 def register():
     """Create an account → 201 User."""
@@ -20,6 +22,8 @@ def register():
 
 
 @bp.post("/auth/login")
+@document(body=LoginIn, responses={200: "TokenPair"},
+          errors={401: "invalid_credentials", 403: ("account_disabled", "email_not_verified")})
 @limit("RATELIMIT_LOGIN")
 def login():
     """Sign in with email and password → token pair."""
@@ -32,6 +36,8 @@ def login():
 
 
 @bp.post("/auth/refresh")
+@document(body=RefreshIn, responses={200: "TokenPair"},
+          errors={401: ("unauthorized", "token_expired", "token_revoked"), 403: "account_disabled"})
 @limit("RATELIMIT_REFRESH")
 def refresh():
     """Rotate a refresh token → new token pair."""
@@ -42,6 +48,7 @@ def refresh():
 
 
 @bp.post("/auth/logout")
+@document(auth=USER, responses={204: None})
 @user_required
 def logout():
     """End the caller's session → 204."""
@@ -51,6 +58,7 @@ def logout():
 
 
 @bp.post("/auth/logout-all")
+@document(auth=USER, responses={204: None})
 @user_required
 def logout_all():
     """End every session of the caller → 204."""
@@ -60,6 +68,7 @@ def logout_all():
 
 
 @bp.get("/auth/sessions")
+@document(auth=USER, responses={200: list["Session"]})
 @user_required
 def list_sessions():
     """The caller's live sessions."""
@@ -68,6 +77,7 @@ def list_sessions():
 
 
 @bp.delete("/auth/sessions/<session_id>")
+@document(auth=USER, responses={204: None})
 @user_required
 def delete_session(session_id: str):
     """End one of the caller's sessions → 204; anyone else's → 404."""

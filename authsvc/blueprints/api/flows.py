@@ -5,6 +5,7 @@ from ...extensions import db
 from ...schemas import EmailIn, ResetConfirmIn, SignupCompleteIn, TokenIn, parse
 from ...services import recovery, sessions, signup, verification
 from ...limits import limit, limit_mail_per_address
+from ...openapi import document
 from . import bp, client_meta
 
 # The same answer whether or not the address has an account: it must not reveal which addresses exist.
@@ -12,6 +13,7 @@ ACCEPTED = {"status": "accepted", "message": "If the address can receive it, a m
 
 
 @bp.post("/auth/signup")
+@document(body=EmailIn, responses={202: "Accepted"})
 @limit("RATELIMIT_MAIL_REQUEST")
 @limit_mail_per_address()
 def signup_start():
@@ -23,6 +25,8 @@ def signup_start():
 
 
 @bp.post("/auth/signup/complete")
+@document(body=SignupCompleteIn, responses={201: "TokenPair"},
+          errors={400: "invalid_token", 409: "email_taken"})
 @limit("RATELIMIT_REGISTER")
 def signup_complete():
     """Two-step signup, step 2: set the password → 201 token pair."""
@@ -34,6 +38,7 @@ def signup_complete():
 
 
 @bp.post("/auth/verify-email")
+@document(body=TokenIn, responses={200: "User"}, errors={400: "invalid_token", 409: "email_taken"})
 @limit("RATELIMIT_MAIL_REQUEST")
 def verify_email():
     """Confirm an address with the mailed token → 200 User."""
@@ -43,6 +48,7 @@ def verify_email():
 
 
 @bp.post("/auth/verify-email/resend")
+@document(body=EmailIn, responses={202: "Accepted"})
 @limit("RATELIMIT_MAIL_REQUEST")
 @limit_mail_per_address()
 def resend_verification():
@@ -53,6 +59,7 @@ def resend_verification():
 
 
 @bp.post("/auth/password-reset/request")
+@document(body=EmailIn, responses={202: "Accepted"})
 @limit("RATELIMIT_MAIL_REQUEST")
 @limit_mail_per_address()
 def reset_request():
@@ -63,6 +70,7 @@ def reset_request():
 
 
 @bp.post("/auth/password-reset/confirm")
+@document(body=ResetConfirmIn, responses={200: "User"}, errors={400: "invalid_token"})
 @limit("RATELIMIT_MAIL_REQUEST")
 def reset_confirm():
     """Set a new password with the mailed token; every session ends → 200 User."""

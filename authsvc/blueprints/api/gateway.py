@@ -5,10 +5,19 @@ from flask import current_app, request
 
 from ...errors import error_response
 from ...extensions import limiter
+from ...openapi import USER, document
+from ...schemas import ForwardAuthQuery
 from ...services import tokens
 from . import bp
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FORWARDED = {  # what a 200 tells the gateway, to pass on to the app behind it
+    "X-User-Id": "The user's id (a service client's id for client tokens).",
+    "X-User-Email": "The user's email address.",
+    "X-User-Roles": "The user's roles, comma-separated.",
+    "X-Client-Id": "Service client tokens only: the client id.",
+    "X-Scopes": "Service client tokens only: the granted scopes, space-separated.",
+}
 
 
 def _presented() -> tuple[str | None, bool]:
@@ -20,6 +29,8 @@ def _presented() -> tuple[str | None, bool]:
 
 
 @bp.route("/auth/verify", methods=["GET", "HEAD"])
+@document(auth=USER, query=ForwardAuthQuery, responses={200: None}, headers={200: FORWARDED},
+          rate_limited=False)
 @limiter.exempt  # every request through a gateway comes from the gateway's address: a per-address limit would
 def forward_auth():  # throttle all users together; the gateway limits its own clients
     """200 with X-User-* headers for a live token (and `?role=` held); 401 without one; 403 without the role."""

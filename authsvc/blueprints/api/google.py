@@ -4,12 +4,17 @@ from flask import g, jsonify
 from ...auth import user_required
 from ...extensions import db
 from ...limits import limit
+from ...openapi import USER, document
 from ...schemas import GoogleIdTokenIn, parse
 from ...services import google, identities, sessions
 from . import bp, client_meta
 
 
 @bp.post("/auth/google")
+@document(body=GoogleIdTokenIn, responses={200: "TokenPair"},
+          errors={401: "invalid_credentials", 403: ("account_disabled", "email_not_verified"),
+                  404: "not_found", 409: "email_taken"},
+          description="404 `not_found` when Google sign-in is not configured.")
 @limit("RATELIMIT_LOGIN")
 def google_sign_in():
     """Trade a Google ID token issued for our client id → token pair."""
@@ -22,6 +27,7 @@ def google_sign_in():
 
 
 @bp.get("/users/me/identities")
+@document(auth=USER, responses={200: "IdentityList"})
 @limit("RATELIMIT_PROFILE_READ")
 @user_required
 def my_identities():
@@ -30,6 +36,8 @@ def my_identities():
 
 
 @bp.post("/users/me/identities/google")
+@document(auth=USER, body=GoogleIdTokenIn, responses={201: "Identity"},
+          errors={401: "invalid_credentials", 404: "not_found", 409: "conflict"})
 @limit("RATELIMIT_PROFILE_WRITE")
 @user_required
 def link_google():
@@ -42,6 +50,7 @@ def link_google():
 
 
 @bp.delete("/users/me/identities/<identity_id>")
+@document(auth=USER, responses={204: None}, errors={409: "conflict"})
 @limit("RATELIMIT_PROFILE_WRITE")
 @user_required
 def unlink_identity(identity_id: str):

@@ -6,9 +6,10 @@ from flask import jsonify, request
 
 from ...errors import APIError, OAuthError
 from ...extensions import db
-from ...schemas import normalize_email
+from ...schemas import IntrospectForm, RevokeForm, TokenForm, normalize_email
 from ...services import accounts, clients, sessions, tokens
 from ...limits import limit
+from ...openapi import CLIENT, CLIENT_OPTIONAL, document
 from . import bp, client_meta
 
 GRANTS = ("password", "refresh_token", "client_credentials")
@@ -92,9 +93,11 @@ def _client_grant(form) -> dict:
 
 
 @bp.post("/auth/token")
+@document(form=TokenForm, auth=CLIENT_OPTIONAL, responses={200: "TokenResponse"},
+          errors={400: ("invalid_grant", "unsupported_grant_type", "invalid_scope")})
 @limit("RATELIMIT_TOKEN")
 def token():
-    """OAuth2 token endpoint: password and refresh_token grants."""
+    """OAuth2 token endpoint: password, refresh_token and client_credentials grants."""
     form = _form()
     grant_type = form.get("grant_type")
     if not grant_type:
@@ -110,6 +113,7 @@ def token():
 
 
 @bp.post("/auth/revoke")
+@document(form=RevokeForm, auth=CLIENT_OPTIONAL, responses={200: None})
 def revoke():
     """RFC 7009: revoke a refresh token (its whole session) or one access token → 200, known or not."""
     form = _form()
@@ -127,6 +131,7 @@ def revoke():
 
 
 @bp.post("/auth/introspect")
+@document(form=IntrospectForm, auth=CLIENT, responses={200: "Introspection"})
 def introspect():
     """RFC 7662, for service clients: whether a token is live, and what it says; dead or foreign → inactive."""
     form = _form()

@@ -6,10 +6,12 @@ from ...extensions import db
 from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
 from ...services import accounts
 from ...limits import limit
+from ...openapi import USER, document
 from . import bp
 
 
 @bp.get("/users/me")
+@document(auth=USER, responses={200: "User"})
 @limit("RATELIMIT_PROFILE_READ")
 @user_required
 def me():
@@ -18,6 +20,7 @@ def me():
 
 
 @bp.patch("/users/me")
+@document(auth=USER, body=ProfileIn, responses={200: "User"}, errors={409: "email_taken"})
 @limit("RATELIMIT_PROFILE_WRITE")
 @user_required
 def update_me():
@@ -29,6 +32,8 @@ def update_me():
 
 
 @bp.delete("/users/me")
+@document(auth=USER, body=DeleteAccountIn, responses={204: None},
+          errors={401: "invalid_credentials", 409: "conflict"})
 @limit("RATELIMIT_PROFILE_WRITE")
 @user_required
 def delete_me():
@@ -40,6 +45,7 @@ def delete_me():
 
 
 @bp.post("/users/me/password")
+@document(auth=USER, body=PasswordChangeIn, responses={204: None}, errors={401: "invalid_credentials"})
 @limit("RATELIMIT_PASSWORD_CHANGE")
 @user_required
 def change_password():

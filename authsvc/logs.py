@@ -1,0 +1,148 @@
+"""Structured logs: one JSON object (or one text line) per record, each with its request id, and one access
+line per request.
+
+LOG_FORMAT=json (the production default) writes `{"time", "level", "logger", "message", "request_id", ...}`
+with any `extra=` fields beside them and a failure's traceback under `exc_info`; text is for people at a
+terminal. The access line is the app's own (logger `authsvc.access`), with the mail-link tokens cut out of the
+path, so gunicorn's access log stays off and there is exactly one line per request.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from flask import Flask, g, has_request_context, request, request_finished, request_started
+from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+
+from .logredact import redact
+
+ACCESS_LOGGER = "authsvc.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request it was logged in (empty outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add `request_id` unless the record already carries one; always let the record through."""
+        if not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id", "") if has_request_context() else ""
+        return True
+
+
+class JsonFormatter(_BaseJsonFormatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, request_id, then extras."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time as ISO 8601 UTC with milliseconds and a trailing `Z`."""
+        moment = datetime.fromtimestamp(record.created, timezone.utc)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger [request id]: message` for terminals (the id only inside a request)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line without its traceback (logging.Formatter appends that)."""
+        rid = getattr(record, "request_id", "")
+        return f"{record.asctime} {record.levelname} {record.name}{f' [{rid}]' if rid else ''}: {record.message}"
+
+    def usesTime(self) -> bool:
+        """Always fill `record.asctime`."""
+        return True
+
+
+class Handler(logging.StreamHandler):
+    """authsvc's handler: stderr (or `stream`), in `fmt` ("json" or "text"), with request ids."""
+
+    def __init__(self, fmt: str = "json", stream=None):
+        super().__init__(stream if stream is not None else sys.stderr)
+        self.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+        # On the handler, not a logger: handler filters see the records of every logger that propagates here.
+        self.addFilter(RequestIdFilter())
+
+
+class _DropDevServerRequestLines(logging.Filter):
+    """The development server logs each request itself; the app's access line is the one we keep."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for werkzeug's per-request line (its format ends with the quoted request line, status, size)."""
+        return not (isinstance(record.msg, str) and record.msg.rstrip().endswith('"%s" %s %s'))
+
+
+def init_logging(app: Flask) -> None:
+    """Send every record to stderr in LOG_FORMAT at LOG_LEVEL, and log one access line per request.
+
+    Under tests (AUTHSVC_ENV=testing) no handler is installed: pytest's capture and the suite's own log scan
+    see the records, access lines included.
+    """
+    if app.config["ENV"] != "testing":
+        root = logging.getLogger()
+        # Replace our own handler (a previous app in this process, or gunicorn.conf.py's), never anyone else's.
+        for handler in [h for h in root.handlers if isinstance(h, Handler)]:
+            root.removeHandler(handler)
+        root.addHandler(Handler(app.config["LOG_FORMAT"]))
+        root.setLevel(app.config["LOG_LEVEL"])
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        werkzeug = logging.getLogger("werkzeug")
+        if not any(isinstance(f, _DropDevServerRequestLines) for f in werkzeug.filters):
+            werkzeug.addFilter(_DropDevServerRequestLines())
+    request_started.connect(_request_started, app)
+    request_finished.connect(_request_finished, app)
+
+
+def _request_started(_app, **_extra) -> None:
+    # The signal fires before any before_request hook, so a request refused by one (429) is timed too. The
+    # metrics read the same start time (`request_duration`).
+    g.request_started = time.perf_counter()
+
+
+def request_duration() -> float | None:
+    """Seconds since the current request started, or None if it was never timed."""
+    started = g.get("request_started")
+    return None if started is None else time.perf_counter() - started
+
+
+def _request_finished(_app, response, **_extra) -> None:
+    duration = request_duration()
+    duration_ms = round(duration * 1000, 1) if duration is not None else 0.0
+    # Mail-link tokens travel in paths; the query string is left out entirely.
+    path = redact(request.path)
+    access_log.info("%s %s %s %.1fms", request.method, path, response.status_code, duration_ms, extra={
+        "method": request.method, "path": path, "endpoint": request.endpoint or "", "status": response.status_code,
+        "duration_ms": duration_ms,
+        "remote_addr": request.remote_addr or "", "request_id": g.get("request_id", ""),
+    })
+
+
+def gunicorn_logconfig() -> dict:
+    """gunicorn's `logconfig_dict`: its own messages through authsvc's handler and format, its access log off."""
+    from pydantic import ValidationError
+
+    from .config import Settings
+
+    try:
+        settings = Settings()
+        fmt, level = settings.log_format(), settings.LOG_LEVEL
+    except ValidationError:
+        fmt, level = "json", "INFO"  # the worker reports the bad setting itself, in one line, when it loads the app
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {},
+        "handlers": {"authsvc": {"()": "authsvc.logs.Handler", "fmt": fmt}},
+        "root": {"level": level, "handlers": ["authsvc"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            # The app writes the one access line per request (request id, redacted path); gunicorn's would be a
+            # second, unredacted-by-default and in another format.
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+            "alembic.runtime.plugins": {"level": "WARNING"},
+        },
+    }
