@@ -43,6 +43,7 @@ def _init_extensions(app: Flask) -> None:
     from .errors import register_error_handlers
     from .hardening import init_hardening
     from .services import google as google_signin
+    from .services import tokencache
     from .extensions import csrf, db, jwt, limiter, mail, migrate
 
     db.init_app(app)
@@ -59,6 +60,8 @@ def _init_extensions(app: Flask) -> None:
     init_auth(app)
     init_hardening(app)
     google_signin.init_app(app)
+    tokencache.init_app(app)
+    tokencache.watch(db.session.session_factory.class_)
 
 
 def _register_blueprints(app: Flask) -> None:

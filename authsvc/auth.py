@@ -68,17 +68,32 @@ def init_auth(app: Flask) -> None:
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 
 
-def user_required(view):
-    """Require a valid access token of a user (not of a service client); sets `g.user` and `g.session_id`."""
+def user_token_required(view):
+    """Require a valid access token of a user (not of a service client); sets `g.user_id` and `g.session_id`
+    without loading the user (for reads that fetch only what they answer)."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):
         verify_jwt_in_request()
         claims = get_jwt()
-        user = users.get_user(claims["sub"]) if claims.get("sid") else None
-        if user is None:
+        try:
+            g.user_id, g.session_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"])
+        except (KeyError, TypeError, ValueError):
+            raise APIError(401, "unauthorized", "A user's access token is required.") from None
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def user_required(view):
+    """Require a valid access token of a user (not of a service client); sets `g.user` and `g.session_id`."""
+
+    @wraps(view)
+    @user_token_required
+    def wrapper(*args, **kwargs):
+        g.user = users.get_user(g.user_id)
+        if g.user is None:
             raise APIError(401, "unauthorized", "A user's access token is required.")
-        g.user, g.session_id = user, uuid.UUID(claims["sid"])
         return view(*args, **kwargs)
 
     return wrapper

@@ -5,6 +5,7 @@ stops the process with one clear line (`ConfigError`) before anything is served.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from datetime import timedelta
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     # A duplicate refresh of one token within this many seconds gets the same child back (multi-tab race).
     REFRESH_REUSE_GRACE_SECONDS: int = Field(5, ge=0, le=60)
     SIGNING_KEY_CACHE_SECONDS: int = Field(30, ge=0, le=3600)
+    # Each worker remembers token checks this long; another instance's revocation is seen within it (< 1 s).
+    TOKEN_CHECK_CACHE_SECONDS: float = Field(0.5, ge=0, lt=1)
 
     ARGON2_TIME_COST: int = Field(2, ge=1)
     ARGON2_MEMORY_COST: int = Field(19456, ge=8)
@@ -246,6 +249,9 @@ def load(overrides: dict | None = None) -> dict:
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1},
         MAIL_SUPPRESS_SEND=False,
         LOG_FORMAT=settings.log_format(),
+        # Shared by every process of this instance on this database (services/tokencache.py).
+        TOKEN_CHECK_SIGNAL_FILE=str(
+            instance / ("revocations-" + hashlib.sha256(database_url.encode()).hexdigest()[:16])),
     )
     config["JWT_ENCODE_ISSUER"] = config["JWT_DECODE_ISSUER"] = config["JWT_ISSUER"]
     config["JWT_ENCODE_AUDIENCE"] = config["JWT_DECODE_AUDIENCE"] = settings.JWT_AUDIENCE

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -13,7 +14,7 @@ from sqlalchemy import and_, exists, select
 
 from ..extensions import db
 from ..models import RefreshToken, RevokedToken, ServiceClient, Session, User, utcnow
-from . import keys
+from . import keys, tokencache
 
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti", "type")
 
@@ -78,12 +79,22 @@ def check_required_claims(payload: dict) -> bool:
     return all(payload.get(name) is not None for name in REQUIRED_CLAIMS)
 
 
+def _until_expiry(payload: dict) -> float:
+    """The token's expiry on the monotonic clock (the token-check memory's deadlines)."""
+    return time.monotonic() + (payload["exp"] - time.time())
+
+
 def is_revoked(payload: dict) -> bool:
     """Whether a verified access token was revoked: its session ended, its user disabled, or its `jti` revoked.
 
     Looking at the session (not only the `jti`) is what makes logout, password change and deactivation stop
-    every access token of the affected sessions at once.
+    every access token of the affected sessions at once. Answers are remembered briefly (`tokencache`).
     """
+    return tokencache.cache().remember(("revoked", payload["jti"]), lambda: _is_revoked(payload),
+                                       lambda _answer: _until_expiry(payload))
+
+
+def _is_revoked(payload: dict) -> bool:
     jti_revoked = exists().where(RevokedToken.jti == payload["jti"])
     sid = payload.get("sid")
     if sid is None:  # a service client's token: it dies with its client
@@ -102,7 +113,16 @@ def is_revoked(payload: dict) -> bool:
 
 
 def decode_access_token(token: str) -> dict | None:
-    """Verify an access token's signature and claims (expiry included); None when it is not one of ours."""
+    """Verify an access token's signature and claims (expiry included); None when it is not one of ours.
+
+    A verified token is remembered briefly by its exact text (never past its expiry): the same bytes verify
+    the same way. Failures are not remembered, so junk cannot crowd the memory. Do not mutate the payload.
+    """
+    return tokencache.cache().remember(("decoded", token), lambda: _decode(token),
+                                       lambda payload: None if payload is None else _until_expiry(payload))
+
+
+def _decode(token: str) -> dict | None:
     try:
         payload = decode_token(token)
     except Exception:  # noqa: BLE001 - malformed, expired, foreign: every failure means "not a live token of ours"

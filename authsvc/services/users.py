@@ -4,11 +4,35 @@ from __future__ import annotations
 import uuid
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from ..errors import APIError, validation_error
 from ..extensions import db
-from ..models import ADMIN_ROLE, Role, User, user_roles
+from ..models import ADMIN_ROLE, Role, User, isoformat, user_roles
+
+
+# One round trip, no ORM objects: the profile read that gateways' apps call on every page (GET /users/me).
+_PROFILE = (
+    select(User.id, User.email, User.full_name, User.email_verified, User.is_active, User.tier,
+           User.created_at, User.updated_at, Role.name)
+    .outerjoin(user_roles, user_roles.c.user_id == User.id)
+    .outerjoin(Role, Role.id == user_roles.c.role_id)
+    .where(User.id == bindparam("user_id"))
+)
+
+
+def profile(user_id: uuid.UUID) -> dict | None:
+    """The contract's User object for `user_id` (as `User.to_dict` gives it), read in one query; None if gone."""
+    rows = db.session.execute(_PROFILE, {"user_id": user_id}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return {
+        "id": str(first.id), "email": first.email, "full_name": first.full_name,
+        "email_verified": first.email_verified, "is_active": first.is_active,
+        "roles": sorted(row.name for row in rows if row.name is not None), "tier": first.tier,
+        "created_at": isoformat(first.created_at), "updated_at": isoformat(first.updated_at),
+    }
 
 
 def find_by_email(email: str) -> User | None:

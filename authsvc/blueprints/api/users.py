@@ -1,10 +1,11 @@
 """The caller's own account."""
 from flask import g, jsonify
 
-from ...auth import user_required
+from ...auth import user_required, user_token_required
+from ...errors import APIError
 from ...extensions import db
 from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
-from ...services import accounts
+from ...services import accounts, users
 from ...limits import limit
 from ...openapi import USER, document
 from . import bp
@@ -13,10 +14,13 @@ from . import bp
 @bp.get("/users/me")
 @document(auth=USER, responses={200: "User"})
 @limit("RATELIMIT_PROFILE_READ")
-@user_required
+@user_token_required
 def me():
     """The caller's User."""
-    return jsonify(g.user.to_dict())
+    user = users.profile(g.user_id)
+    if user is None:  # deleted since the token was checked
+        raise APIError(401, "unauthorized", "A user's access token is required.")
+    return jsonify(user)
 
 
 @bp.patch("/users/me")

@@ -1,0 +1,152 @@
+"""The per-worker memory of token checks: a revocation is refused at once by every worker of the instance that
+made it, and within TOKEN_CHECK_CACHE_SECONDS by another instance; a change made behind the service's back is
+remembered wrongly for at most that long."""
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from authsvc.services.tokencache import Signal, TokenCache
+
+from .conftest import PASSWORD, dispose, make_app
+
+VERIFY = "/api/v1/auth/verify"
+
+
+def _peer(request, database_url, instance_path):
+    """Another app on `database_url` with the test's own settings marker."""
+    marker = request.node.get_closest_marker("settings")
+    return make_app(database_url, instance_path, **(marker.kwargs if marker else {}))
+
+
+@pytest.fixture
+def worker(request, app, database_url, tmp_path):
+    """A second app on the same database and instance folder: another gunicorn worker of the same instance."""
+    second = _peer(request, database_url, tmp_path / "instance")
+    yield second.test_client()
+    dispose(second)
+
+
+@pytest.fixture
+def elsewhere(request, app, database_url, tmp_path):
+    """An app on the same database with its own instance folder: another instance (another host)."""
+    other = _peer(request, database_url, tmp_path / "elsewhere")
+    yield other.test_client()
+    dispose(other)
+
+
+def _revoke_by_hand(database_url: str, access_token_sid: str) -> None:
+    """End a session with SQL on a connection of its own, as an operator might: no signal is fired."""
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sessions SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+                     {"id": access_token_sid if database_url.startswith("postgresql") else
+                      access_token_sid.replace("-", "")})
+    engine.dispose()
+
+
+def _sid(client, pair) -> str:
+    mine = client.get("/api/v1/auth/sessions", headers={"Authorization": "Bearer " + pair["access_token"]}).json
+    return next(s["id"] for s in mine if s["current"])
+
+
+def _other_session(client, bearer) -> str:
+    return next(s["id"] for s in client.get("/api/v1/auth/sessions", headers=bearer).json if not s["current"])
+
+
+# How each revocation is made with the first session's token, and which sessions' tokens it ends.
+REVOCATIONS = {
+    "logout": (lambda client, admin, bearer, user_id: client.post("/api/v1/auth/logout", headers=bearer),
+               {"first"}),
+    "logout_all": (lambda client, admin, bearer, user_id: client.post("/api/v1/auth/logout-all", headers=bearer),
+                   {"first", "second"}),
+    "end_session": (lambda client, admin, bearer, user_id: client.delete(
+        "/api/v1/auth/sessions/" + _other_session(client, bearer), headers=bearer), {"second"}),
+    "password_change": (lambda client, admin, bearer, user_id: client.post(
+        "/api/v1/users/me/password", headers=bearer,
+        json={"current_password": PASSWORD, "new_password": "another long passphrase"}), {"second"}),
+    "deactivate": (lambda client, admin, bearer, user_id: client.patch(
+        f"/api/v1/admin/users/{user_id}", headers=admin, json={"is_active": False}), {"first", "second"}),
+    "delete": (lambda client, admin, bearer, user_id: client.delete(
+        f"/api/v1/admin/users/{user_id}", headers=admin), {"first", "second"}),
+}
+
+
+@pytest.mark.parametrize("how", sorted(REVOCATIONS))
+def test_every_revocation_is_refused_at_once_by_the_other_workers(client, auth, admin, worker, how):
+    revoke, ended = REVOCATIONS[how]
+    first = auth.bearer(auth.signed_in())
+    tokens = {"first": first, "second": auth.bearer(auth.login().json)}
+    user_id = client.get("/api/v1/users/me", headers=first).json["id"]
+    for bearer in tokens.values():  # remembered as live by the other worker
+        assert worker.get(VERIFY, headers=bearer).status_code == 200
+    response = revoke(client, admin, first, user_id)
+    assert response.status_code in (200, 204), response.json
+    answers = {name: worker.get(VERIFY, headers=bearer).status_code for name, bearer in tokens.items()}
+    assert answers == {name: 401 if name in ended else 200 for name in tokens}
+
+
+def test_a_revoked_access_token_is_refused_at_once_by_the_other_workers(client, auth, worker):
+    """RFC 7009 revocation of one access token (its `jti`)."""
+    pair = auth.signed_in()
+    assert worker.get(VERIFY, headers=auth.bearer(pair)).status_code == 200
+    response = client.post("/api/v1/auth/revoke", data={"token": pair["access_token"],
+                                                        "token_type_hint": "access_token"})
+    assert response.status_code == 200
+    assert worker.get(VERIFY, headers=auth.bearer(pair)).status_code == 401
+
+
+@pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0.3)
+def test_another_instance_refuses_within_the_cache_period(client, auth, elsewhere):
+    pair = auth.signed_in()
+    bearer = auth.bearer(pair)
+    assert elsewhere.get(VERIFY, headers=bearer).status_code == 200
+    assert client.post("/api/v1/auth/logout", headers=bearer).status_code == 204
+    assert client.get(VERIFY, headers=bearer).status_code == 401  # the instance that revoked: at once
+    time.sleep(0.35)
+    assert elsewhere.get(VERIFY, headers=bearer).status_code == 401
+
+
+@pytest.mark.parametrize("period", [
+    pytest.param(0.3, marks=pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0.3), id="remembered"),
+    pytest.param(0, marks=pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0), id="off"),
+])
+def test_a_change_behind_the_services_back_is_remembered_for_at_most_the_period(client, auth, database_url,
+                                                                               period):
+    pair = auth.signed_in()
+    bearer = auth.bearer(pair)
+    assert client.get(VERIFY, headers=bearer).status_code == 200
+    _revoke_by_hand(database_url, _sid(client, pair))
+    # Remembered as live for the period (the memory at work); at once with the memory off.
+    assert client.get(VERIFY, headers=bearer).status_code == (200 if period else 401)
+    time.sleep(period + 0.05)
+    assert client.get(VERIFY, headers=bearer).status_code == 401
+
+
+def test_an_unusable_signal_file_turns_the_memory_off(database_url, tmp_path, caplog):
+    app = make_app(database_url, tmp_path / "instance", TOKEN_CHECK_SIGNAL_FILE=str(tmp_path / "no" / "such"))
+    assert app.extensions["authsvc.tokencache"].signal is None
+    assert "token checks are not cached" in caplog.text
+    dispose(app)
+
+
+def test_an_answer_computed_while_a_revocation_lands_is_not_remembered(tmp_path):
+    signal = Signal(str(tmp_path / "signal"))
+    memory = TokenCache(10.0, signal)
+
+    def racing():
+        Signal(str(tmp_path / "signal")).fire()  # another process revokes while this one asks the database
+        return "live"
+
+    assert memory.remember("k", racing, lambda _: time.monotonic() + 10) == "live"
+    assert memory.remember("k", lambda: "revoked", lambda _: time.monotonic() + 10) == "revoked"
+    assert memory.remember("k", lambda: "other", lambda _: time.monotonic() + 10) == "revoked"  # now kept
+
+
+def test_answers_never_outlive_their_deadline(tmp_path):
+    memory = TokenCache(10.0, Signal(str(tmp_path / "signal")))
+    assert memory.remember("k", lambda: 1, lambda _: time.monotonic() + 0.05) == 1
+    assert memory.remember("k", lambda: 2, lambda _: None) == 1
+    time.sleep(0.06)
+    assert memory.remember("k", lambda: 3, lambda _: None) == 3  # expired; None: 3 is not kept
+    assert memory.remember("k", lambda: 4, lambda _: None) == 4
