@@ -1,0 +1,1 @@
+"""authsvc throughput benchmark (not a test): `bench/run` or `python -m bench`. See docs/performance.md."""
