@@ -66,6 +66,7 @@ class Argon2Pool:
                 "cpu_s": cpu, "cpu_ms_per_verify": 1000 * cpu / max(count, 1)}
 
     def close(self) -> None:
+        """Stop the verifier processes."""
         for pipe in self.pipes:
             try:
                 pipe.send(None)

@@ -33,6 +33,7 @@ def parse(path: str):
 
 
 def package(frame: str) -> str:
+    """The library a frame belongs to (its package, or authsvc/<module>)."""
     m = FRAME.match(frame)
     if not m:
         return frame
@@ -45,11 +46,13 @@ def package(frame: str) -> str:
 
 
 def short(frame: str) -> str:
+    """A frame as `function (path:line)` with the site-packages prefix cut."""
     m = FRAME.match(frame)
     return f"{m.group('func')} ({m.group('file')}:{m.group('line')})" if m else frame
 
 
 def summarise(path: str, top: int = 25, focus: str = "authsvc/") -> str:
+    """The report for one raw profile."""
     total = busy = 0
     by_lib, inclusive, innermost, leaves = Counter(), Counter(), Counter(), Counter()
     for frames, count in parse(path):
@@ -80,6 +83,7 @@ def summarise(path: str, top: int = 25, focus: str = "authsvc/") -> str:
 
 
 def main(argv=None) -> int:
+    """Command line entry point."""
     parser = argparse.ArgumentParser()
     parser.add_argument("files", nargs="+")
     parser.add_argument("--top", type=int, default=25)

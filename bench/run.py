@@ -26,403 +26,32 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import http.client
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-LUA = BENCH / "lua"
-DOC = ROOT / "docs" / "performance.md"
-VENV_BIN = Path(sys.executable).parent
-WORKLOADS = ("login", "refresh", "users_me", "verify", "introspect", "revocation")
-MEMORY_LIMIT_MB = 100
-P99_LIMIT_MS = 50
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# -- processes ---------------------------------------------------------------------------------------------
-
-class Processes:
-    """Every child this run starts, each in a session of its own, stopped (group and all) on exit."""
-
-    def __init__(self):
-        self.children: list[subprocess.Popen] = []
-
-    def popen(self, cmd, **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
-        self.children.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 25.0) -> None:
-        """Signal the child, wait up to `grace` seconds, then SIGKILL its whole process group."""
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (workers, wrk threads are threads)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if proc.poll() is None:
-            proc.wait(timeout=10)
-        if proc in self.children:
-            self.children.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.children)):
-            self.stop(proc, grace=10.0)
-
-
-def _terminate(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def children_of(pid: int) -> list[int]:
-    """Pids whose parent is `pid` (gunicorn's workers), from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: the fields start after the last ')'
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def proc_status_kb(pid: int, field: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def http_request(port: int, method: str, path: str, headers: dict | None = None, body: bytes | None = None,
-                 timeout: float = 10.0) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
-
-
-class Gunicorn:
-    """One gunicorn master (and its workers) started from the checkout as the Dockerfile starts it."""
-
-    def __init__(self, procs: Processes, app_spec: str, env: dict, log_path: Path, ready_path: str):
-        self.procs, self.app_spec, self.env, self.log_path, self.ready_path = procs, app_spec, env, log_path, ready_path
-        self.port = int(env["GUNICORN_BIND"].rsplit(":", 1)[1])
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60.0) -> None:
-        self._log = open(self.log_path, "ab")
-        cmd = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", self.app_spec]
-        self.proc = self.procs.popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn {self.app_spec} exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                if http_request(self.port, "GET", self.ready_path, timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn {self.app_spec} not ready after {timeout}s; see {self.log_path}")
-            time.sleep(0.2)
-        # every worker up (gunicorn forks them one after another)
-        while len(self.workers()) < self.expected_workers() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def expected_workers(self) -> int:
-        return int(self.env.get("GUNICORN_WORKERS", (os.cpu_count() or 1) * 2 + 1))
-
-    def workers(self) -> list[int]:
-        return children_of(self.proc.pid) if self.proc and self.proc.poll() is None else []
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.procs.stop(self.proc)  # SIGTERM: graceful shutdown, as an orchestrator would
-            self.proc = None
-            self._log.close()
-
-
-class MemorySampler(threading.Thread):
-    """Polls every gunicorn worker's VmHWM (peak resident set) and VmRSS; keeps the maxima per phase."""
-
-    def __init__(self, interval: float = 0.25):
-        super().__init__(daemon=True)
-        self.interval, self.servers, self.phase, self.target = interval, [], None, None
-        self.peaks: dict[str, dict] = {}
-        self.seen: dict[int, int] = {}  # worker pid -> last VmHWM (kB)
-        self._stop = threading.Event()
-
-    def sample(self) -> None:
-        for server in list(self.servers):
-            for pid in server.workers():
-                hwm, rss = proc_status_kb(pid, "VmHWM"), proc_status_kb(pid, "VmRSS")
-                if hwm is None:
-                    continue
-                if server.app_spec == "wsgi:app":
-                    self.seen[pid] = max(self.seen.get(pid, 0), hwm)
-                if self.phase and server is self.target:
-                    peak = self.peaks.setdefault(self.phase, {"hwm_kb": 0, "rss_kb": 0, "workers": set()})
-                    peak["hwm_kb"] = max(peak["hwm_kb"], hwm)
-                    peak["rss_kb"] = max(peak["rss_kb"], rss or 0)
-                    peak["workers"].add(pid)
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sample()
-            except Exception:  # noqa: BLE001 - a vanished worker mid-read is not a reason to stop sampling
-                pass
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def service_env(base_env: dict, database_url: str, secret: str, instance: Path, port: int) -> dict:
-    """The production environment: AUTHSVC_ENV=production and defaults for everything but the essentials."""
-    from authsvc.config import Settings
-
-    env = {k: v for k, v in base_env.items()
-           if k not in Settings.model_fields and not k.startswith("GUNICORN_")}
-    env.update(AUTHSVC_ENV="production", SECRET_KEY=secret, DATABASE_URL=database_url,
-               RATELIMIT_ENABLED="false", INSTANCE_PATH=str(instance), GUNICORN_BIND=f"127.0.0.1:{port}",
-               PYTHONUNBUFFERED="1")
-    return env
-
-
-def authsvc_cli(env: dict, *args: str) -> str:
-    res = subprocess.run([str(VENV_BIN / "authsvc"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise RuntimeError(f"authsvc {' '.join(args)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
-    return res.stdout
-
-
-def machine_info() -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
-    except OSError:
-        pass
-    mem_kb = proc_meminfo("MemTotal")
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
-    import gunicorn
-    import flask
-
-    return {
-        "cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 1024 / 1024, 1) if mem_kb else None,
-        "kernel": platform.release(), "python": platform.python_version(), "gunicorn": gunicorn.__version__,
-        "flask": flask.__version__, "wrk": wrk_version[0].strip() if wrk_version else "?",
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def proc_meminfo(field: str) -> int | None:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-# -- CPU accounting ------------------------------------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(all ticks, idle ticks) of the whole machine."""
-    with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    return sum(values[:8]), values[3] + values[4]
-
-
-def _proc_cpu(pid: int, with_children: bool) -> tuple[float, float, int]:
-    """(CPU seconds, of which in the kernel, minor page faults) of `pid` (with_children: and of the children
-    it has reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return 0.0, 0.0, 0
-    f = [int(v) if v.lstrip("-").isdigit() else 0 for v in stat[stat.rfind(")") + 2:].split()]
-    # fields after the name: 7 minflt, 8 cminflt, 11 utime, 12 stime, 13 cutime, 14 cstime
-    user, system, faults = f[11], f[12], f[7]
-    if with_children:
-        user, system, faults = user + f[13], system + f[14], faults + f[8]
-    return (user + system) / CLK_TCK, system / CLK_TCK, faults
-
-
-def tree_usage(root: int | None) -> tuple[float, float, int]:
-    """_proc_cpu summed over a process, its reaped children and its live children (gunicorn; the postmaster)."""
-    if not root:
-        return 0.0, 0.0, 0
-    parts = [_proc_cpu(root, True)] + [_proc_cpu(pid, True) for pid in children_of(root)]
-    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
-
-
-def tree_cpu(root: int | None) -> float:
-    return tree_usage(root)[0]
-
-
-class CpuAccount:
-    """Who used the CPU during one slice: the server under test, PostgreSQL, the load generator, everyone else."""
-
-    KEYS = ("wall", "busy", "app", "app_sys", "app_faults", "db", "self")
-
-    def __init__(self, app_pids: list[int], postmaster_pid: int | None):
-        self.app_pids, self.postmaster_pid = app_pids, postmaster_pid
-        self.start = self._snapshot()
-
-    def _snapshot(self) -> dict:
-        total, idle = _cpu_times()
-        app = [tree_usage(pid) for pid in self.app_pids]
-        return {"wall": time.monotonic(), "busy": (total - idle) / CLK_TCK,
-                "app": sum(a[0] for a in app), "app_sys": sum(a[1] for a in app),
-                "app_faults": sum(a[2] for a in app), "db": tree_cpu(self.postmaster_pid),
-                "self": sum(os.times()[:4])}  # this process and its reaped children: wrk (and py-spy)
-
-    def finish(self) -> dict:
-        end = self._snapshot()
-        return {k: end[k] - self.start[k] for k in self.KEYS}
-
-
-def cpu_summary(raw: dict, requests: int) -> dict:
-    """Per-request CPU and cores used, from summed CpuAccount deltas."""
-    wall = max(raw["wall"], 1e-9)
-    other = max(raw["busy"] - raw["app"] - raw["db"] - raw["self"], 0.0)
-    per = lambda v: 1000 * v / max(requests, 1)  # noqa: E731
-    return {"app_ms_per_req": per(raw["app"]), "db_ms_per_req": per(raw["db"]),
-            "loadgen_ms_per_req": per(raw["self"]),
-            "total_ms_per_req": per(raw["app"] + raw["db"] + raw["self"]),
-            "app_kernel_share": raw["app_sys"] / raw["app"] if raw["app"] else 0.0,
-            "app_minor_faults_per_req": raw["app_faults"] / max(requests, 1),
-            "app_cores": raw["app"] / wall, "db_cores": raw["db"] / wall, "loadgen_cores": raw["self"] / wall,
-            "other_cores": other / wall}
-
-
-def _pss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-# -- wrk -----------------------------------------------------------------------------------------------------
-
-def run_wrk(procs: Processes, workdir: Path, name: str, script: str, url: str, args: list[str], threads: int,
-            connections: int, duration: float) -> dict:
-    """Run wrk with bench/lua/common.lua + `script`; return its summary and latency quantile function."""
-    lua = workdir / f"{name}.lua"
-    lua.write_text((LUA / "common.lua").read_text() + "\n" + (LUA / script).read_text())
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "5s",
-           "-s", str(lua), url, "--", *args]
-    proc = procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=duration + 60)
-    finally:
-        procs.stop(proc, grace=5)
-    summary = re.search(r"^BENCH_JSON (.*)$", out, re.M)
-    quantiles = re.search(r"^BENCH_QUANTILES (.*)$", out, re.M)
-    if proc.returncode != 0 or not summary or not quantiles:
-        raise RuntimeError(f"wrk {name} failed ({proc.returncode}):\n{out}\n{err}")
-    res = json.loads(summary.group(1))
-    res["quantiles_us"] = [int(v) for v in quantiles.group(1).split(",")]
-    res["seconds"] = res["duration_us"] / 1e6
-    res["errors"] = res["connect"] + res["read"] + res["write"] + res["status"] + res["timeout"] + res["bad"]
-    return res
-
-
-ERROR_KEYS = ("connect", "read", "write", "status", "timeout", "bad", "errors")
-
-
-def merge_slices(slices: list[dict], threads: int | None = None, connections: int | None = None) -> dict:
-    """One result from several slices: summed counts, the merged latency distribution, summed CPU."""
-    requests = sum(s["requests"] for s in slices)
-    seconds = sum(s["seconds"] for s in slices)
-    res = {"requests": requests, "seconds": seconds, "rps": requests / seconds if seconds else 0.0,
-           "slices": len(slices), "slice_rps": [s["requests"] / s["seconds"] for s in slices]}
-    if threads is not None:
-        res.update(threads=threads, connections=connections)
-    if all("quantiles_us" in s for s in slices):
-        for key in ERROR_KEYS:
-            res[key] = sum(s[key] for s in slices)
-        # Each slice's quantile function stands for its requests in 1000 equal parts.
-        points = sorted((v, s["requests"] / 1000) for s in slices for v in s["quantiles_us"])
-        total = sum(w for _, w in points)
-
-        def quantile(p: float) -> float:
-            acc = 0.0
-            for value, weight in points:
-                acc += weight
-                if acc >= p * total - 1e-9:
-                    return value / 1000
-            return points[-1][0] / 1000
-
-        res.update(p50_ms=quantile(0.50), p90_ms=quantile(0.90), p99_ms=quantile(0.99), p999_ms=quantile(0.999),
-                   max_ms=max(s["max_us"] for s in slices) / 1000)
-    raw = {k: sum(s["cpu_raw"][k] for s in slices) for k in CpuAccount.KEYS} if all(
-        "cpu_raw" in s for s in slices) else None
-    if raw:
-        res["cpu"] = cpu_summary(raw, requests)
-    if all("cpu_s" in s for s in slices):  # Argon2 slices
-        res["cpu_ms_per_verify"] = 1000 * sum(s["cpu_s"] for s in slices) / max(requests, 1)
-    return res
+from .common import ROOT, VENV_BIN, WORKLOADS, log
+from .cpu import CpuAccount, cpu_busy
+from .procs import (Gunicorn, MemorySampler, Processes, pss_mb, terminate_on_signal, authsvc_cli, free_port, http_request,
+                    machine_info, proc_status_kb, service_env)
+from .report import evaluate, print_table, update_doc
+from .wrk import merge_slices, run_wrk
 
 
 # -- the run -------------------------------------------------------------------------------------------------
 
 class Bench:
+    """One benchmark run: its processes, its work directory and its results."""
     def __init__(self, opts, stack: ExitStack):
         self.opts, self.stack = opts, stack
         self.procs = Processes()
@@ -456,6 +85,7 @@ class Bench:
 
     # -- setup ---------------------------------------------------------------------------------------------
     def start_database(self) -> None:
+        """Start the durable PostgreSQL and create the service database."""
         from .pg import DurablePostgres
 
         log("starting PostgreSQL (fsync, synchronous_commit, full_page_writes on)")
@@ -470,6 +100,7 @@ class Bench:
         self.database_url = self.pg.url("authsvc")
 
     def postmaster_pid(self) -> int | None:
+        """PostgreSQL's postmaster pid (for CPU accounting), or None."""
         try:
             with open(os.path.join(self.pg.data_dir, "postmaster.pid")) as fh:
                 return int(fh.readline())
@@ -477,6 +108,7 @@ class Bench:
             return None
 
     def start_service(self) -> None:
+        """Migrate, seed, create the introspection client, then start the service under gunicorn."""
         self.secret = secrets.token_urlsafe(48)
         instance = self.workdir / "instance"
         self.env = service_env(os.environ, self.database_url, self.secret, instance, free_port())
@@ -533,6 +165,7 @@ class Bench:
         return str(path)
 
     def take_chains(self, count: int, measured: bool) -> str:
+        """A file of `count` unused refresh chains for one refresh slice."""
         if len(self.refresh_pool) < count:
             raise RuntimeError("not enough seeded refresh chains")
         chains, self.refresh_pool = self.refresh_pool[:count], self.refresh_pool[count:]
@@ -556,10 +189,12 @@ class Bench:
         return res
 
     def hello_slice(self, seconds: float, phase: str | None) -> dict:
+        """One slice of the hello-world floor."""
         return self.wrk_slice("hello", "bearer.lua", self.hello, [self.files["access"], "/"], self.opts.threads,
                               self.opts.connections, seconds, phase)
 
     def argon2_slice(self, seconds: float) -> dict:
+        """One slice of raw Argon2id verifications."""
         account = CpuAccount([p.pid for p in self.argon2.procs], None)
         res = self.argon2.run(seconds)
         res["cpu_raw"] = account.finish()
@@ -586,6 +221,7 @@ class Bench:
         return workload, limit, background
 
     def start_profiler(self, name: str) -> None:
+        """With --profile: attach py-spy to every worker for this workload."""
         if not self.opts.profile:
             return
         out = Path(self.opts.profile) / f"{name}.txt"
@@ -597,12 +233,14 @@ class Bench:
         time.sleep(1.0)  # py-spy attaches to every worker first
 
     def stop_profiler(self) -> None:
+        """Stop py-spy so that it writes its output."""
         if self.profiler is not None:
             self.procs.stop(self.profiler, sig=signal.SIGINT, grace=30)  # SIGINT: py-spy writes its output
             self.profiler = None
 
     # -- workloads -----------------------------------------------------------------------------------------
     def workloads(self) -> None:
+        """Measure every selected workload against its limit."""
         o = self.opts
         plan = {
             "login": ("login.lua", lambda phase: [self.files["emails"], self.seed["password"]],
@@ -624,6 +262,7 @@ class Bench:
 
             def workload_slice(seconds, phase, name=name, script=script, args=args, threads=threads,
                                connections=connections):
+                """One slice of this workload."""
                 return self.wrk_slice(name, script, self.service, args(phase), threads, connections, seconds, phase)
 
             if name == "login":
@@ -744,11 +383,12 @@ class Bench:
         return res
 
     def finish(self) -> None:
+        """Record the workers' and the master's memory at the end."""
         self.memory.sample()
         workers = {}
         for pid in self.service.workers():
             workers[pid] = {"hwm_mb": (proc_status_kb(pid, "VmHWM") or 0) / 1024,
-                            "rss_mb": (proc_status_kb(pid, "VmRSS") or 0) / 1024, "pss_mb": _pss_mb(pid)}
+                            "rss_mb": (proc_status_kb(pid, "VmRSS") or 0) / 1024, "pss_mb": pss_mb(pid)}
         master = self.service.proc.pid
         self.results["memory"] = {
             "worker_peak_hwm_mb": max(self.memory.seen.values(), default=0) / 1024,
@@ -759,144 +399,10 @@ class Bench:
         self.results["machine"]["loadavg_end"] = os.getloadavg()
 
 
-def cpu_busy(seconds: float = 1.0) -> float:
-    """Share of the machine's CPU that was busy over `seconds` (before a workload: everyone else's load)."""
-    total0, idle0 = _cpu_times()
-    time.sleep(seconds)
-    total1, idle1 = _cpu_times()
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
-# -- report --------------------------------------------------------------------------------------------------
-
-TARGETS = {  # workload: (minimum ratio to its limit or None, p99 bound or None)
-    "login": (0.90, None),
-    "refresh": (0.25, P99_LIMIT_MS),
-    "users_me": (0.40, P99_LIMIT_MS),
-    "verify": (0.60, P99_LIMIT_MS),
-    "introspect": (None, P99_LIMIT_MS),
-}
-LABELS = {"login": "POST /auth/login", "refresh": "POST /auth/refresh", "users_me": "GET /users/me",
-          "verify": "GET /auth/verify", "introspect": "POST /auth/introspect"}
-
-
-def evaluate(results: dict) -> list[dict]:
-    rows = []
-    mem_peak = results.get("memory", {}).get("worker_peak_hwm_mb", 0)
-    for name, res in results["workloads"].items():
-        target, p99_bound = TARGETS[name]
-        lim = res["limit"]
-        ratio = res["rps"] / lim["rps"] if lim["rps"] else None
-        # The same ratio from CPU cost per request instead of wall-clock rates: what the ratio would be on an
-        # otherwise idle machine if both are CPU-bound (a cross-check against background noise).
-        limit_cpu = lim.get("cpu_ms_per_verify") if res["limit_kind"] == "argon2" else lim["cpu"]["total_ms_per_req"]
-        cpu_ratio = limit_cpu / res["cpu"]["total_ms_per_req"] if res["cpu"]["total_ms_per_req"] else None
-        checks = {"errors": res["errors"] == 0,
-                  "p99": p99_bound is None or res["p99_ms"] <= p99_bound,
-                  "ratio": target is None or (ratio is not None and ratio >= target)}
-        if name == "refresh":
-            checks["integrity"] = res.get("integrity", {}).get("ok", False)
-        if name == "verify" and "revocation" in results:
-            checks["revocation"] = results["revocation"]["ok"]
-        failed = [k for k, ok in checks.items() if not ok]
-        rows.append({"workload": name, "label": LABELS[name], "connections": res["connections"],
-                     "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "errors": res["errors"],
-                     "limit_kind": res["limit_kind"], "limit": lim["rps"], "ratio": ratio, "cpu_ratio": cpu_ratio,
-                     "target": target, "p99_bound": p99_bound, "peak_mb": res.get("worker_peak_hwm_mb"),
-                     "result": "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"})
-    results["summary"] = {"rows": rows, "memory_ok": mem_peak <= MEMORY_LIMIT_MB,
-                          "all_pass": all(r["result"] == "PASS" for r in rows) and mem_peak <= MEMORY_LIMIT_MB}
-    return rows
-
-
-def markdown(results: dict) -> str:
-    rows = results["summary"]["rows"]
-    m = results["machine"]
-    lines = [
-        "| workload | conns | req/s | p50 ms | p99 ms | errors | limit (same slices) | ratio | CPU-cost ratio "
-        "| target | result |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|",
-    ]
-    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    for r in rows:
-        limit = f"Argon2id {r['limit']:.1f}/s" if r["limit_kind"] == "argon2" else f"hello {r['limit']:.0f}/s"
-        target = ([f"≥ {r['target']:.2f}"] if r["target"] is not None else []) + \
-                 ([f"p99 ≤ {r['p99_bound']} ms"] if r["p99_bound"] is not None else [])
-        lines.append(f"| {r['label']} | {r['connections']} | {r['rps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                     f"| {r['errors']} | {limit} | {fmt(r['ratio'])} | {fmt(r['cpu_ratio'])} "
-                     f"| {', '.join(target) or '-'} | {r['result']} |")
-    out = ["\n".join(lines), "",
-           "CPU time per request, summed over the measured slices (the service's gunicorn master and workers, "
-           "every PostgreSQL process, wrk), and the cores other processes on the machine kept busy meanwhile:", "",
-           "| workload | service | PostgreSQL | wrk | total | limit's total | other work (cores) |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        res = results["workloads"][r["workload"]]
-        c, lim = res["cpu"], res["limit"]
-        lim_total = (f"{lim['cpu_ms_per_verify']:.2f} ms (Argon2id)" if res["limit_kind"] == "argon2"
-                     else f"{lim['cpu']['total_ms_per_req']:.2f} ms (hello)")
-        out.append(f"| {r['label']} | {c['app_ms_per_req']:.2f} ms | {c['db_ms_per_req']:.2f} ms | "
-                   f"{c['loadgen_ms_per_req']:.2f} ms | {c['total_ms_per_req']:.2f} ms | {lim_total} | "
-                   f"{c['other_cores']:.2f} |")
-    out.append("")
-    p = results.get("argon2_params")
-    if p and "argon2" in results["limits"]:
-        out.append(f"- Login's limit: raw Argon2id verifications (m={p['memory_cost']} KiB, t={p['time_cost']}, "
-                   f"p={p['parallelism']}, the service's settings) in {m['cores']} processes, one per core.")
-    if "hello" in results["limits"]:
-        out.append("- The other workloads' limit: bench/hello.py (bare Flask, one JSON endpoint) under the same "
-                   "gunicorn.conf.py, driven by the same wrk settings as /users/me.")
-    opts = results["options"]
-    out.append(f"- Each workload: {opts['warmup']:g} s warm-up, then {results['slices']} slices of "
-               f"{results['slice_seconds']:g} s alternating with as many slices of its limit (ABBA order).")
-    mem = results.get("memory", {})
-    out.append(f"- Workers' peak memory (VmHWM, max over the {mem.get('workers_seen', '?')} workers seen): "
-               f"{mem.get('worker_peak_hwm_mb', 0):.1f} MB (limit {MEMORY_LIMIT_MB} MB: "
-               f"{'PASS' if results['summary']['memory_ok'] else 'FAIL'}); gunicorn master "
-               f"{mem.get('master_hwm_mb', 0):.1f} MB.")
-    if "revocation" in results:
-        r = results["revocation"]
-        out.append(f"- Revocation: after a logout on instance A, A refused "
-                   f"{sum(c == 401 for c in r['same_instance_answers'])}/{len(r['same_instance_answers'])} "
-                   f"verifies at once; instance B (same database) answered its last 200 "
-                   f"{r['other_instance_window_ms']:.0f} ms after the logout ({'PASS' if r['ok'] else 'FAIL'}).")
-    ref = results["workloads"].get("refresh", {})
-    if ref.get("integrity"):
-        i = ref["integrity"]
-        out.append(f"- Refresh: {i['rotations_committed']} rotations committed for {i['ok_responses']} answered "
-                   f"over {i['chains']} chains; no fork, no revoked session, one live token per chain: "
-                   f"{'PASS' if i['ok'] else 'FAIL'}. WAL fsyncs during the workload: "
-                   f"{ref['wal'].get('wal_sync', '?')} for {ref['wal']['commits']} commits.")
-    pg = results.get("postgres", {})
-    out.append(f"- PostgreSQL {pg.get('version')}: fsync={pg.get('fsync')}, "
-               f"synchronous_commit={pg.get('synchronous_commit')}, full_page_writes={pg.get('full_page_writes')}.")
-    out.append(f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}, Python "
-               f"{m['python']}, gunicorn {m['gunicorn']} ({results.get('workers')} sync workers), Flask {m['flask']}, "
-               f"{m['wrk']}; load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end.")
-    return "\n".join(out)
-
-
-def print_table(results: dict) -> None:
-    print()
-    print(markdown(results))
-    print()
-
-
-def update_doc(results: dict, command: str) -> None:
-    text = DOC.read_text() if DOC.exists() else ""
-    start, end = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-    block = f"{start}\nRun of {results['started_at']}: `{command}`\n\n{markdown(results)}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += "\n" + block + "\n"
-    DOC.write_text(text)
-    log(f"updated {DOC.relative_to(ROOT)}")
-
-
 # -- entry point ---------------------------------------------------------------------------------------------
 
 def parse_args(argv):
+    """The command line options."""
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=10.0,
                    help="measured seconds per workload, and as many for its limit (default 10)")
@@ -933,13 +439,14 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    """Run the benchmark; exit status 1 when a target is missed."""
     argv = list(argv if argv is not None else sys.argv[1:])
     opts = parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk is not installed (bench/run installs it)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    signal.signal(signal.SIGTERM, terminate_on_signal)
+    signal.signal(signal.SIGHUP, terminate_on_signal)
     command = " ".join(["bench/run", *argv])
     with ExitStack() as stack:
         bench = Bench(opts, stack)

@@ -26,6 +26,7 @@ PASSWORD = "bench horse battery 0451"
 
 
 def main(argv=None) -> int:
+    """Seed accounts, sessions and refresh chains; write what the load needs as JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--users", type=int, default=200)
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
         db.session.flush()
 
         def session_for(user):
+            """Start a session for `user` and stage it."""
             return sessions.start_session(user, "authsvc-bench", "127.0.0.1")
 
         bearer = [session_for(users[i % len(users)]) for i in range(args.bearer)]

@@ -117,6 +117,7 @@ def _load() -> KeyRing:
         rows = conn.execute(query).all()
 
     def has_active(found) -> bool:
+        """Whether any of `found` is an unretired key of the configured algorithm."""
         return any(r.retired_at is None and r.algorithm == algorithm for r in found)
 
     if not cfg.get("JWT_PRIVATE_KEY_FILE") and not has_active(rows):
