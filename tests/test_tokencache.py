@@ -108,15 +108,15 @@ def test_another_instance_refuses_within_the_cache_period(client, auth, elsewher
 
 
 @pytest.mark.parametrize("period", [
-    pytest.param(0.3, marks=pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0.3), id="remembered"),
+    pytest.param(0.9, marks=pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0.9), id="remembered"),
     pytest.param(0, marks=pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0), id="off"),
 ])
 def test_a_change_behind_the_services_back_is_remembered_for_at_most_the_period(client, auth, database_url,
                                                                                period):
     pair = auth.signed_in()
-    bearer = auth.bearer(pair)
+    bearer, sid = auth.bearer(pair), _sid(client, pair)
     assert client.get(VERIFY, headers=bearer).status_code == 200
-    _revoke_by_hand(database_url, _sid(client, pair))
+    _revoke_by_hand(database_url, sid)
     # Remembered as live for the period (the memory at work); at once with the memory off.
     assert client.get(VERIFY, headers=bearer).status_code == (200 if period else 401)
     time.sleep(period + 0.05)
@@ -150,3 +150,14 @@ def test_answers_never_outlive_their_deadline(tmp_path):
     time.sleep(0.06)
     assert memory.remember("k", lambda: 3, lambda _: None) == 3  # expired; None: 3 is not kept
     assert memory.remember("k", lambda: 4, lambda _: None) == 4
+
+
+@pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0.9)
+def test_a_refresh_leaves_the_other_workers_memory_alone(client, auth, worker, database_url):
+    """Renewing tokens touches the session row but revokes nothing: it must not wipe every worker's memory."""
+    pair, other = auth.signed_in(), auth.signed_in("other@example.com")
+    bearer, sid = auth.bearer(pair), _sid(client, pair)
+    assert worker.get(VERIFY, headers=bearer).status_code == 200
+    _revoke_by_hand(database_url, sid)  # unseen by the signal, so only the memory says "live"
+    assert auth.refresh(other["refresh_token"]).status_code == 200
+    assert worker.get(VERIFY, headers=bearer).status_code == 200  # still remembered: nothing was signalled

@@ -5,12 +5,13 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from .. import signals
 from ..errors import APIError
 from ..extensions import db
 from ..models import RefreshToken, Session, User, utcnow
+from . import tokencache, users
 from .tokens import derived_token, hash_token, random_token, token_pair
 
 
@@ -37,20 +38,49 @@ def start_session(user: User, user_agent: str, ip_address: str) -> dict:
     return token_pair(user, session.id, refresh)
 
 
-def _claim(token_hash: str, now) -> bool:
-    """Mark a live refresh token used; True only for the one caller whose update changed the row.
+# The rotation's statements, built once on the tables (not the ORM entities): the hot path of every client's
+# token renewal pays neither statement construction nor the ORM's bulk-update bookkeeping. Values are bound.
+_tokens, _sessions = RefreshToken.__table__, Session.__table__
+_CLAIM = (
+    update(_tokens)
+    .where(_tokens.c.token_hash == bindparam("hash"), _tokens.c.used_at.is_(None),
+           _tokens.c.expires_at > bindparam("now"))
+    .values(used_at=bindparam("now"))
+    .returning(_tokens.c.id, _tokens.c.session_id)
+)
+_LIVE_SESSION = (_sessions.c.id == bindparam("sid"), _sessions.c.revoked_at.is_(None),
+                 _sessions.c.expires_at > bindparam("now"))
+_EXTEND = {  # with the client's User-Agent, and (for a client that sends none) keeping the one it had
+    keep_agent: update(_sessions).where(*_LIVE_SESSION).values(
+        last_used_at=bindparam("now"), expires_at=bindparam("expires"), ip_address=bindparam("ip"),
+        **({} if keep_agent else {"user_agent": bindparam("agent")})).returning(_sessions.c.user_id)
+    for keep_agent in (False, True)
+}
+_CHILD = insert(_tokens).values(id=bindparam("id"), session_id=bindparam("sid"), parent_id=bindparam("parent"),
+                                token_hash=bindparam("hash"), created_at=bindparam("now"),
+                                expires_at=bindparam("expires"))
+
+
+def _claim(token_hash: str, now):
+    """Mark a live refresh token used; its (id, session_id) only for the one caller whose update changed the row.
 
     The conditional UPDATE is the atomic step: on PostgreSQL a concurrent second UPDATE waits for the first
     one's row lock and then finds `used_at` set; on SQLite writers are serialised by BEGIN IMMEDIATE. So any
     number of concurrent refreshes of one token have exactly one winner.
     """
-    result = db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None), RefreshToken.expires_at > now)
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    return db.session.execute(_CLAIM, {"hash": token_hash, "now": now}).first()
+
+
+def _extend(session_id: uuid.UUID, now, user_agent: str, ip_address: str):
+    """Stage a live session's new lifetime and client; its (user_id, expires_at), or None if it has ended."""
+    expires = now + _refresh_lifetime()
+    agent = _header_text(user_agent, 512)
+    row = db.session.execute(
+        _EXTEND[not agent], {"sid": session_id, "now": now, "expires": expires, "agent": agent,
+                             "ip": _header_text(ip_address, 64)},
+        execution_options=tokencache.CANNOT_REVOKE,
+    ).first()
+    return None if row is None else (row.user_id, expires)
 
 
 def _live_session_user(session: Session, now) -> User:
@@ -65,24 +95,34 @@ def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
     """Exchange a refresh token for a new pair; stage the rotation (or, on reuse, the session's revocation)."""
     now = utcnow()
     token_hash = hash_token(presented)
-    won = _claim(token_hash, now)
+    claimed = _claim(token_hash, now)
+    if claimed is not None:
+        return _rotated(claimed, derived_token(presented), now, user_agent, ip_address)
+    return _not_claimed(token_hash, derived_token(presented), now)
+
+
+def _rotated(claimed, child: str, now, user_agent: str, ip_address: str) -> dict:
+    # The common case in statements, not ORM objects: this is the hot path of every client's token renewal.
+    extended = _extend(claimed.session_id, now, user_agent, ip_address)
+    if extended is None:
+        raise APIError(401, "token_revoked", "This session has ended; sign in again.")
+    user_id, expires = extended
+    profile = users.profile(user_id)
+    if profile is None or not profile["is_active"]:
+        raise APIError(403, "account_disabled", "This account is disabled.")
+    db.session.execute(_CHILD, {"id": uuid.uuid4(), "sid": claimed.session_id, "parent": claimed.id,
+                                "hash": hash_token(child), "now": now, "expires": expires})
+    return token_pair(profile, claimed.session_id, child)
+
+
+def _not_claimed(token_hash: str, child: str, now) -> dict:
+    """A refresh token that was not claimed: unknown, expired, or used (within the grace interval, or reuse)."""
     row = db.session.scalars(
         select(RefreshToken).where(RefreshToken.token_hash == token_hash).execution_options(populate_existing=True)
     ).first()
     if row is None:
         raise APIError(401, "unauthorized", "The refresh token is not valid.")
     session = row.session
-    child = derived_token(presented)
-    if won:
-        user = _live_session_user(session, now)
-        session.last_used_at = now
-        session.expires_at = now + _refresh_lifetime()
-        session.user_agent = _header_text(user_agent, 512) or session.user_agent
-        session.ip_address = _header_text(ip_address, 64)
-        db.session.add(RefreshToken(
-            session_id=session.id, parent_id=row.id, token_hash=hash_token(child), expires_at=session.expires_at
-        ))
-        return token_pair(user, session.id, child)
     if row.used_at is None:
         raise APIError(401, "token_expired", "The refresh token has expired; sign in again.")
     grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])

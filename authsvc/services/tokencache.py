@@ -38,6 +38,9 @@ MAX_ENTRIES = 20_000  # per worker; a full memory is emptied (tokens are ~1 KB o
 WATCHED_TABLES = frozenset({"sessions", "users", "revoked_tokens", "service_clients"})
 REVOKED_TOKENS = "revoked_tokens"  # the one table where an INSERT revokes
 _PENDING = "authsvc.tokencache.pending"
+# Execution options of a bulk UPDATE on a watched table that cannot revoke anything (a refresh touching its
+# session's timestamps): without them, every refresh would wipe every worker's memory.
+CANNOT_REVOKE = {"authsvc_cannot_revoke": True}
 
 
 class Signal:
@@ -136,6 +139,8 @@ def _after_flush(session: OrmSession, _context) -> None:
 
 
 def _on_execute(state: ORMExecuteState) -> None:
+    if state.execution_options.get("authsvc_cannot_revoke"):
+        return
     if state.is_update or state.is_delete or state.is_insert:
         name = getattr(getattr(state.statement, "table", None), "name", None)
         if name in WATCHED_TABLES and (not state.is_insert or name == REVOKED_TOKENS):

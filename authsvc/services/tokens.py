@@ -39,15 +39,14 @@ def derived_token(parent: str) -> str:
     return hmac.new(key, parent.encode(), "sha256").hexdigest()
 
 
-def access_claims(user: User, session_id: uuid.UUID) -> dict:
-    """The contract's claims of an access token for `user` in session `session_id`."""
-    return {
-        "sid": str(session_id),
-        "email": user.email,
-        "email_verified": user.email_verified,
-        "roles": user.role_names,
-        "tier": user.tier,
-    }
+def access_claims(user: User | dict, session_id: uuid.UUID) -> dict:
+    """The contract's claims of an access token for `user` (a User, or its contract dict as `users.profile`
+    reads it) in session `session_id`."""
+    if isinstance(user, dict):
+        email, verified, roles, tier = user["email"], user["email_verified"], user["roles"], user["tier"]
+    else:
+        email, verified, roles, tier = user.email, user.email_verified, user.role_names, user.tier
+    return {"sid": str(session_id), "email": email, "email_verified": verified, "roles": roles, "tier": tier}
 
 
 def issue_access_token(subject: str, claims: dict) -> str:
@@ -64,10 +63,11 @@ def expires_in() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
-def token_pair(user: User, session_id: uuid.UUID, refresh_token: str) -> dict:
-    """The contract's token pair."""
+def token_pair(user: User | dict, session_id: uuid.UUID, refresh_token: str) -> dict:
+    """The contract's token pair (`user` as for `access_claims`)."""
+    subject = user["id"] if isinstance(user, dict) else str(user.id)
     return {
-        "access_token": issue_access_token(str(user.id), access_claims(user, session_id)),
+        "access_token": issue_access_token(subject, access_claims(user, session_id)),
         "refresh_token": refresh_token,
         "token_type": "bearer",
         "expires_in": expires_in(),
@@ -94,11 +94,18 @@ def is_revoked(payload: dict) -> bool:
                                        lambda _answer: _until_expiry(payload))
 
 
-# Built once: constructing a statement costs more Python than running a cached one. Values are bound per call.
-_JTI_REVOKED = exists().where(RevokedToken.jti == bindparam("jti"))
-_SESSION_LIVE = select(Session.id).join(User, User.id == Session.user_id).where(
-    and_(Session.id == bindparam("sid"), Session.revoked_at.is_(None), User.is_active.is_(True), ~_JTI_REVOKED))
-_CLIENT_TOKEN_REVOKED = select(_JTI_REVOKED | ~exists().where(ServiceClient.client_id == bindparam("client_id")))
+# Built once, on the tables: constructing a statement (and the ORM's compile step) costs more Python than
+# running a cached one. Values are bound per call.
+_revoked, _sessions, _users, _clients = (RevokedToken.__table__, Session.__table__, User.__table__,
+                                         ServiceClient.__table__)
+_JTI_REVOKED = exists().where(_revoked.c.jti == bindparam("jti"))
+_SESSION_LIVE = (
+    select(_sessions.c.id)
+    .select_from(_sessions.join(_users, _users.c.id == _sessions.c.user_id))
+    .where(and_(_sessions.c.id == bindparam("sid"), _sessions.c.revoked_at.is_(None), _users.c.is_active.is_(True),
+                ~_JTI_REVOKED))
+)
+_CLIENT_TOKEN_REVOKED = select(_JTI_REVOKED | ~exists().where(_clients.c.client_id == bindparam("client_id")))
 
 
 def _is_revoked(payload: dict) -> bool:
