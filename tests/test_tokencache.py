@@ -72,17 +72,18 @@ REVOCATIONS = {
 }
 
 
+@pytest.mark.parametrize("path", [VERIFY, "/api/v1/users/me"])
 @pytest.mark.parametrize("how", sorted(REVOCATIONS))
-def test_every_revocation_is_refused_at_once_by_the_other_workers(client, auth, admin, worker, how):
+def test_every_revocation_is_refused_at_once_by_the_other_workers(client, auth, admin, worker, how, path):
     revoke, ended = REVOCATIONS[how]
     first = auth.bearer(auth.signed_in())
     tokens = {"first": first, "second": auth.bearer(auth.login().json)}
     user_id = client.get("/api/v1/users/me", headers=first).json["id"]
     for bearer in tokens.values():  # remembered as live by the other worker
-        assert worker.get(VERIFY, headers=bearer).status_code == 200
+        assert worker.get(path, headers=bearer).status_code == 200
     response = revoke(client, admin, first, user_id)
     assert response.status_code in (200, 204), response.json
-    answers = {name: worker.get(VERIFY, headers=bearer).status_code for name, bearer in tokens.items()}
+    answers = {name: worker.get(path, headers=bearer).status_code for name, bearer in tokens.items()}
     assert answers == {name: 401 if name in ended else 200 for name in tokens}
 
 
