@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, make_response, render_template, request
-from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, InterfaceError
 from werkzeug.exceptions import HTTPException
 
@@ -127,12 +126,17 @@ def register_error_handlers(app: Flask) -> None:
         _finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 
-    @app.errorhandler(RedisError)
     def _redis_down(exc):
         # Only reached with RATELIMIT_FAIL_OPEN=false: the operator chose refusing over unlimited serving.
         log.error("rate-limit storage unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
         _finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
+
+    if str(app.config.get("RATELIMIT_STORAGE_URI", "")).startswith("redis"):
+        # Imported only when Redis is configured: the client library adds about 6 MB to every worker.
+        from redis.exceptions import RedisError
+
+        app.register_error_handler(RedisError, _redis_down)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
