@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from authsvc.extensions import db
-from authsvc.models import AuditEvent, LinkedIdentity, User
+from authsvc.models import AuditEvent, LinkedIdentity, OneTimeToken, User
+from authsvc.services import onetime
 
 from .conftest import PASSWORD, dispose, make_app, remember
 from .liveserver import free_port
@@ -274,6 +275,17 @@ def test_consent_denied_is_a_clear_page(google):
     assert google.user("deny@example.com") is None
 
 
+def test_a_dropped_attempt_is_refused_not_guessed(google):
+    """Without its recorded intent (too many tabs dropped it), a callback must not fall back to signing in."""
+    start = google.client.get("/auth/google/login")
+    with google.client.session_transaction() as cookie:
+        cookie.pop("google_flows")
+    callback = google.provider.authorize(start.headers["Location"], "dropped@example.com")
+    response = google.client.get(callback[len(google.base):])
+    assert response.status_code == 400 and "Try again" in response.get_data(as_text=True)
+    assert google.user("dropped@example.com") is None
+
+
 def test_state_mismatch_is_a_clear_page(google):
     response = google.client.get("/auth/google/callback?code=abc&state=forged")
     assert response.status_code == 400 and "Try again" in response.get_data(as_text=True)
@@ -327,6 +339,50 @@ def test_link_needs_the_forms_csrf_token(google):
     _register(google)
     _browser_sign_in(google)
     assert google.client.post("/auth/google/link").status_code == 400
+
+
+def test_reclaiming_an_account_removes_what_the_squatter_set_up(google):
+    """The squatter's own Google link and pending email-change link go too, not only the password."""
+    squatter = _register(google, "owner@example.com", verify=False)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}).json
+    linked = google.client.post("/api/v1/users/me/identities/google", headers=_bearer(pair),
+                                json={"id_token": google.id_token("squatter@gmail.example", sub="squatter-sub")})
+    assert linked.status_code == 201
+    changing = google.client.patch("/api/v1/users/me", headers=_bearer(pair), json={"email": "squatter@evil.example"})
+    assert changing.status_code == 200
+    owner = google.exchange(google.id_token("owner@example.com"))
+    assert owner.status_code == 200 and _claims(owner.json["access_token"])["sub"] == squatter["id"]
+    assert google.identities() == [("owner@example.com", "owner@example.com")]
+    with google.app.app_context():
+        pending = db.session.scalars(select(OneTimeToken).where(
+            OneTimeToken.user_id == uuid.UUID(squatter["id"]), OneTimeToken.purpose == onetime.EMAIL_CHANGE)).all()
+    assert pending and all(t.used_at is not None for t in pending)
+    # The squatter's Google account no longer opens the owner's account.
+    theirs = google.exchange(google.id_token("squatter@gmail.example", sub="squatter-sub"))
+    assert _claims(theirs.json["access_token"])["sub"] != squatter["id"]
+
+
+def test_a_second_google_account_matching_by_email_is_told_to_unlink_first(google):
+    _register(google, "owner@example.com")
+    pair = google.client.post("/api/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}).json
+    assert google.client.post("/api/v1/users/me/identities/google", headers=_bearer(pair),
+                              json={"id_token": google.id_token("first@gmail.example")}).status_code == 201
+    response = google.exchange(google.id_token("owner@example.com", sub="another-google-account"))
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    assert "unlink it first" in response.json["error"]["message"]
+
+
+def test_required_verification_keeps_the_new_account_and_mails_it(oidc_provider, database_url, tmp_path,
+                                                                   smtp_server):
+    smtp_server.clear()
+    g = _google_app(oidc_provider, database_url, tmp_path / "instance", smtp_server, REQUIRE_VERIFIED_EMAIL=True)
+    try:
+        response = g.exchange(g.id_token("unsure@example.com", verified=False))
+        assert response.status_code == 403 and response.json["error"]["code"] == "email_not_verified"
+        assert g.user("unsure@example.com") is not None  # not rolled back with the refusal
+        smtp_server.wait_for(lambda m: m["To"] == "unsure@example.com")
+    finally:
+        dispose(g.app)
 
 
 # --- linked identities through the API -------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def _start(intent: str, target: str | None):
     flows = dict(session.get(FLOWS, {}))
     flows[state] = {"intent": intent, "next": safe_next(target),
                     "user_id": str(g.user.id) if g.user is not None else None}
-    session[FLOWS] = dict(list(flows.items())[-MAX_FLOWS:])  # a few tabs at once, not an unbounded cookie
+    # A few tabs at once; the oldest attempt is dropped (Authlib's own state entries expire after an hour).
+    session[FLOWS] = dict(list(flows.items())[-MAX_FLOWS:])
     return response
 
 
@@ -71,9 +72,11 @@ def link():
 def callback():
     """Where Google sends the browser back: finish the sign-in or the link."""
     flows = dict(session.get(FLOWS, {}))
-    flow = flows.pop(request.args.get("state", ""), None) or {"intent": "login", "next": "/account"}
+    flow = flows.pop(request.args.get("state", ""), None)
     session[FLOWS] = flows
     try:
+        if flow is None:  # never guess the intent: a dropped link attempt must not turn into a sign-in
+            raise APIError(400, "bad_request", "This sign-in attempt expired or did not start here. Try again.")
         claims = google.finish_authorization()
         if flow["intent"] == "link":
             if g.user is None or str(g.user.id) != flow["user_id"]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import uuid
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import signals
 from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, User, utcnow
-from . import verification
+from . import onetime, verification
 from .accounts import create_user
 from .sessions import revoke_user_sessions
 from .users import find_by_email
@@ -62,21 +62,31 @@ def sign_in(provider: str, claims: dict) -> User:
             raise APIError(409, "email_taken", "An account with this email address exists. Sign in with your "
                            "password, then link your Google account from your account page.")
         elif not user.email_verified:
-            # See the module docstring: the provider proved the address; this account's password never did.
-            user.password_hash = None
-            user.email_verified = True
-            revoke_user_sessions(user.id, "identity_linked")
+            _reclaim(user)
         _add(user, provider, claims)
     _check_may_sign_in(user)
     signals.login_succeeded.send(_app(), user=user, provider=provider)
     return user
 
 
+def _reclaim(user: User) -> None:
+    """Take an unconfirmed account back from whoever registered it: the provider proved the address, this
+    account's password never did (see the module docstring). Everything they could have set up goes: the
+    password, the sessions, identities they linked, and pending email-change or reset links."""
+    user.password_hash = None
+    user.email_verified = True
+    revoke_user_sessions(user.id, "identity_linked")
+    db.session.execute(delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id))
+    for purpose in (onetime.EMAIL_CHANGE, onetime.PASSWORD_RESET):
+        onetime.invalidate(purpose, user.id)
+
+
 def _check_may_sign_in(user: User) -> None:
     if not user.is_active:
         raise APIError(403, "account_disabled", "This account is disabled.")
     if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
-        raise APIError(403, "email_not_verified", "Verify your email address before signing in.")
+        # Kept (persist): a new account made by this sign-in, and its verification mail, must survive the refusal.
+        raise APIError(403, "email_not_verified", "Verify your email address before signing in.", persist=True)
 
 
 def link(user: User, provider: str, claims: dict) -> LinkedIdentity:
@@ -86,12 +96,12 @@ def link(user: User, provider: str, claims: dict) -> LinkedIdentity:
         if identity.user_id == user.id:
             return identity
         raise APIError(409, "conflict", "This Google account is already linked to another account.")
-    if any(i.provider == provider for i in of_user(user)):
-        raise APIError(409, "conflict", "Another Google account is linked; unlink it first.")
     return _add(user, provider, claims)
 
 
 def _add(user: User, provider: str, claims: dict) -> LinkedIdentity:
+    if any(i.provider == provider for i in of_user(user)):  # one account per provider, for links and sign-ins
+        raise APIError(409, "conflict", "Another Google account is linked; unlink it first.")
     identity = LinkedIdentity(id=uuid.uuid4(), user_id=user.id, provider=provider, subject=claims["sub"],
                               email=claims["email"], created_at=utcnow(), last_used_at=utcnow())
     db.session.add(identity)
