@@ -128,7 +128,8 @@ def register_error_handlers(app: Flask) -> None:
 
     def _redis_down(exc):
         # Only reached with RATELIMIT_FAIL_OPEN=false: the operator chose refusing over unlimited serving.
-        log.error("rate-limit storage unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        log.error("rate-limit storage unavailable on %s %s: %s", request.method, redact(request.path),
+                  exc.__class__.__name__)
         _finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 

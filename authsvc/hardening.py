@@ -1,29 +1,18 @@
-"""Request ids, security headers on every response, and CORS for the JSON API only."""
+"""Security headers (and the request id, set in logs.py) on every response, and CORS for the JSON API only."""
 from __future__ import annotations
-
-import re
-import uuid
 
 from flask import Flask, g, request
 
 from .extensions import cors
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
 
 def init_hardening(app: Flask) -> None:
-    """Install the request-id and header hooks, and CORS limited to `/api/` and CORS_ORIGINS."""
+    """Install the response-header hook, and CORS limited to `/api/` and CORS_ORIGINS."""
     if app.config["CORS_ORIGINS"]:
         # Cross-origin callers authenticate with Bearer tokens; cookies stay same-site (no credentials).
         cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
                       allow_headers=["Authorization", "Content-Type", "X-CSRF-Token", "X-Request-ID"],
                       expose_headers=["X-Request-ID", "Retry-After"], supports_credentials=False, max_age=600)
-
-    @app.before_request
-    def _request_id():
-        # A caller's (or proxy's) id is kept when it is a plain token; anything else is replaced, never echoed.
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
     @app.after_request
     def _security_headers(response):

@@ -9,8 +9,10 @@ path, so gunicorn's access log stays off and there is exactly one line per reque
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 
 from flask import Flask, g, has_request_context, request, request_finished, request_started
@@ -19,6 +21,7 @@ from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 from .logredact import redact
 
 ACCESS_LOGGER = "authsvc.access"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -98,9 +101,12 @@ def init_logging(app: Flask) -> None:
 
 
 def _request_started(_app, **_extra) -> None:
-    # The signal fires before any before_request hook, so a request refused by one (429) is timed too. The
-    # metrics read the same start time (`request_duration`).
+    # The signal fires before any before_request hook, so a request refused by one (429) is timed and has its
+    # id too. The metrics read the same start time (`request_duration`).
     g.request_started = time.perf_counter()
+    # A caller's (or proxy's) id is kept when it is a plain token; anything else is replaced, never echoed.
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def request_duration() -> float | None:

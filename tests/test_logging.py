@@ -54,6 +54,15 @@ def test_one_json_access_line_per_request_with_its_request_id(client, log_lines)
     assert (second["path"], second["status"]) == ("/api/v1/no-such-thing", 404)
 
 
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="1/minute")
+def test_a_request_refused_before_the_view_keeps_its_request_id(client, log_lines):
+    """The default limit's 429 is decided in a before-request hook; its answer and access line still carry the id."""
+    client.get("/docs")
+    refused = client.get("/docs", headers={"X-Request-ID": "trace-429"})
+    assert refused.status_code == 429 and refused.headers["X-Request-ID"] == "trace-429"
+    assert _access(log_lines())[-1]["request_id"] == "trace-429"
+
+
 def test_access_lines_cut_mail_link_tokens_out_of_paths(client, log_lines):
     token = "mail-link-token-Zm9vYmFy-0123456789"
     remember(token)  # the suite's final log scan looks for it too
