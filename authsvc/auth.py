@@ -68,23 +68,14 @@ def init_auth(app: Flask) -> None:
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 
 
-def _live_bearer_claims() -> dict | None:
-    """The claims of a live access token in the Authorization header, through the token-check memory (the same
-    verification and revocation check Flask-JWT-Extended runs, remembered briefly); None otherwise."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() != "bearer ":
-        return None
-    payload = tokens.decode_access_token(header[7:])
-    return None if payload is None or tokens.is_revoked(payload) else payload
-
-
 def user_token_required(view):
     """Require a valid access token of a user (not of a service client); sets `g.user_id` and `g.session_id`
     without loading the user (for reads that fetch only what they answer)."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        claims = _live_bearer_claims()
+        # Through the token-check memory: the same verification and revocation check Flask-JWT-Extended runs.
+        claims = tokens.live_access_claims(tokens.bearer_token(request.headers.get("Authorization", "")))
         if claims is None:  # no Bearer token, a cookie, or a refusal: Flask-JWT-Extended decides, and says why
             verify_jwt_in_request()
             claims = get_jwt()

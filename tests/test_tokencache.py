@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, text
 
 from authsvc.services.tokencache import Signal, TokenCache
 
-from .conftest import PASSWORD, dispose, make_app
+from .conftest import PASSWORD, dispose, make_app, remember
 
 VERIFY = "/api/v1/auth/verify"
 
@@ -81,8 +81,10 @@ def test_every_revocation_is_refused_at_once_by_the_other_workers(client, auth, 
     user_id = client.get("/api/v1/users/me", headers=first).json["id"]
     for bearer in tokens.values():  # remembered as live by the other worker
         assert worker.get(path, headers=bearer).status_code == 200
+    before = _signal(worker)
     response = revoke(client, admin, first, user_id)
     assert response.status_code in (200, 204), response.json
+    assert _signal(worker) != before  # the answers below do not hang on the memory having expired
     answers = {name: worker.get(path, headers=bearer).status_code for name, bearer in tokens.items()}
     assert answers == {name: 401 if name in ended else 200 for name in tokens}
 
@@ -160,5 +162,36 @@ def test_a_refresh_leaves_the_other_workers_memory_alone(client, auth, worker, d
     bearer, sid = auth.bearer(pair), _sid(client, pair)
     assert worker.get(VERIFY, headers=bearer).status_code == 200
     _revoke_by_hand(database_url, sid)  # unseen by the signal, so only the memory says "live"
+    before = _signal(worker)
     assert auth.refresh(other["refresh_token"]).status_code == 200
+    assert _signal(worker) == before
     assert worker.get(VERIFY, headers=bearer).status_code == 200  # still remembered: nothing was signalled
+
+
+def _signal(test_client) -> bytes:
+    return test_client.application.extensions["authsvc.tokencache"].signal.read()
+
+
+def test_deleting_a_service_client_is_refused_at_once_by_the_other_workers(client, admin, worker):
+    made = client.post("/api/v1/admin/clients", json={"name": "svc", "scopes": ["reports"]}, headers=admin).json
+    remember(made["client_secret"])
+    issued = client.post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id":
+                         made["client_id"], "client_secret": made["client_secret"]}).json
+    bearer = {"Authorization": "Bearer " + issued["access_token"]}
+    assert worker.get(VERIFY, headers=bearer).status_code == 200
+    before = _signal(worker)
+    assert client.delete(f"/api/v1/admin/clients/{made['id']}", headers=admin).status_code == 204
+    assert _signal(worker) != before
+    assert worker.get(VERIFY, headers=bearer).status_code == 401
+
+
+@pytest.mark.settings(REFRESH_REUSE_GRACE_SECONDS=0)
+def test_refresh_reuse_is_refused_at_once_by_the_other_workers(client, auth, worker):
+    pair = auth.signed_in()
+    bearer = auth.bearer(pair)
+    assert worker.get(VERIFY, headers=bearer).status_code == 200
+    assert auth.refresh(pair["refresh_token"]).status_code == 200
+    before = _signal(worker)
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"  # reuse ends the session
+    assert _signal(worker) != before
+    assert worker.get(VERIFY, headers=bearer).status_code == 401

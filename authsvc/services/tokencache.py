@@ -7,8 +7,8 @@ TOKEN_CHECK_CACHE_SECONDS (under one second), and the contract's promise still h
 * **at once on the instance that revoked.** Every commit that ends a session, disables or deletes a user,
   revokes a `jti` or deletes a service client writes a new random value into a tiny shared-memory file that
   every process of the service on this host maps (`Signal`). A worker compares that value with the one it saw
-  when it remembered an answer; any change makes it forget everything. The value is written after the commit
-  and before the response leaves, so the client's next request, on whichever worker, sees it.
+  when it remembered an answer; any change voids every answer it remembered. The value is written after the
+  commit and before the response leaves, so the client's next request, on whichever worker, sees it.
 * **within one second on every other instance:** their memories simply expire.
 
 A worker reads the signal *before* it asks the database, so a revocation committed while it asks is never
@@ -70,28 +70,25 @@ class TokenCache:
 
     def __init__(self, ttl: float, signal: Signal | None):
         self.ttl, self.signal = ttl, signal
-        self._entries: dict[Any, tuple[float, Any]] = {}
-        self._seen = signal.read() if signal else b""
+        self._entries: dict[Any, tuple[float, bytes, Any]] = {}  # key -> (deadline, signal seen, answer)
 
     def remember(self, key, compute: Callable[[], Any], until: Callable[[Any], float | None]) -> Any:
         """The remembered answer for `key`, else `compute()`, kept until `ttl` from now or `until(answer)` (a
         monotonic deadline; None: do not keep), whichever comes first."""
         if self.signal is None:
             return compute()
-        seen = self.signal.read()  # before compute(): a revocation racing it makes this answer stale at once
-        if seen != self._seen:
-            self._entries.clear()
-            self._seen = seen
-        now = time.monotonic()
+        # Read before compute(), and stored with the answer: an answer is good only under the signal value it
+        # was computed under, so a revocation racing the computation (in any process or thread) voids it.
+        seen, now = self.signal.read(), time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        if entry is not None and entry[0] > now and entry[1] == seen:
+            return entry[2]
         value = compute()
         deadline = until(value)
-        if deadline is not None and self.signal.read() == seen:
+        if deadline is not None:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[key] = (min(now + self.ttl, deadline), value)
+            self._entries[key] = (min(now + self.ttl, deadline), seen, value)
         return value
 
 

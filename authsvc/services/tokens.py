@@ -120,6 +120,19 @@ def _is_revoked(payload: dict) -> bool:
     return db.session.execute(_SESSION_LIVE, {"sid": session_id, "jti": payload["jti"]}).first() is None
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive, RFC 6750)."""
+    if header[:7].lower() != "bearer ":
+        return None
+    return header[7:].strip() or None
+
+
+def live_access_claims(token: str | None) -> dict | None:
+    """The claims of a live access token of ours: verified, and neither it nor its session revoked."""
+    payload = decode_access_token(token) if token else None
+    return None if payload is None or is_revoked(payload) else payload
+
+
 def decode_access_token(token: str) -> dict | None:
     """Verify an access token's signature and claims (expiry included); None when it is not one of ours.
 

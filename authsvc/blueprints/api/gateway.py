@@ -22,9 +22,9 @@ FORWARDED = {  # what a 200 tells the gateway, to pass on to the app behind it
 
 def _presented() -> tuple[str | None, bool]:
     """The access token of the original request, and whether it came from the pages' cookie."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip(), False
+    bearer = tokens.bearer_token(request.headers.get("Authorization", ""))
+    if bearer is not None:
+        return bearer, False
     return request.cookies.get(current_app.config["JWT_ACCESS_COOKIE_NAME"]), True
 
 
@@ -35,8 +35,8 @@ def _presented() -> tuple[str | None, bool]:
 def forward_auth():  # throttle all users together; the gateway limits its own clients
     """200 with X-User-* headers for a live token (and `?role=` held); 401 without one; 403 without the role."""
     token, from_cookie = _presented()
-    payload = tokens.decode_access_token(token) if token else None
-    if payload is None or tokens.is_revoked(payload):
+    payload = tokens.live_access_claims(token)
+    if payload is None:
         return error_response(401, "unauthorized", "A valid access token is required.",
                               {"WWW-Authenticate": 'Bearer realm="authsvc"'})
     # The gateway asks with GET; the original method comes in a header. A browser's cookie on an unsafe

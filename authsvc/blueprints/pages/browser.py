@@ -53,8 +53,8 @@ def load_browser_user() -> None:
     """
     g.user, g.session_id, g.new_pair = None, None, None
     access = request.cookies.get(current_app.config["JWT_ACCESS_COOKIE_NAME"])
-    payload = tokens.decode_access_token(access) if access else None
-    if payload is not None and payload.get("sid") and not tokens.is_revoked(payload):
+    payload = tokens.live_access_claims(access)
+    if payload is not None and payload.get("sid"):
         g.user, g.session_id = users.get_user(payload["sub"]), uuid.UUID(payload["sid"])
         return
     refresh = request.cookies.get(REFRESH_COOKIE)
