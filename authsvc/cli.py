@@ -85,10 +85,12 @@ def keys_group():
 
 @keys_group.command("rotate")
 def rotate_keys():
-    """Start signing with a new key; retired keys stay published until their tokens expire."""
+    """Publish a new signing key now; it signs once every instance has loaded it (one key cache period later).
+    Retired keys stay published until their tokens expire."""
     key = keys.rotate()
     db.session.commit()
-    click.echo(f"New active signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}).")
+    click.echo(f"New signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}): published now, signing "
+               f"within {current_app.config['SIGNING_KEY_CACHE_SECONDS'] + 2} s.")
 
 
 @click.group("clients", cls=AppGroup)

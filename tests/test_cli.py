@@ -55,6 +55,31 @@ def test_keys_rotate_keeps_old_tokens_valid(runner, auth, client):
     assert old_kid in kids and new_kid in kids
 
 
+def test_the_oldest_key_still_in_its_term_signs_until_the_hand_over():
+    """After a rotation the old key signs until `retired_at` (one cache period on), then the new one: two
+    rotations inside that window hand over in order, so no instance ever sees a key it has not loaded."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from authsvc.models import utcnow
+    from authsvc.services.keys import _signer
+
+    now = utcnow()
+
+    def key(name, created, retired, algorithm="RS256"):
+        return SimpleNamespace(kid=name, algorithm=algorithm, created_at=now + timedelta(seconds=created),
+                               retired_at=None if retired is None else now + timedelta(seconds=retired))
+
+    def signer(*rows):
+        return _signer(list(rows), "RS256").kid
+
+    assert signer(key("old", -60, 30), key("new", 0, None)) == "old"
+    assert signer(key("old", -60, -1), key("new", 0, None)) == "new"
+    assert signer(key("k1", -60, 20), key("k2", -10, 32), key("k3", 0, None)) == "k1"
+    assert signer(key("k1", -60, -1), key("k2", -10, 32), key("k3", 0, None)) == "k2"
+    assert signer(key("eddsa", -60, 30, algorithm="EdDSA"), key("new", 0, None)) == "new"
+
+
 @pytest.mark.settings(MAIL_WORKER=False)  # only the command may send in this test
 def test_mail_flush(runner, auth, outbox):
     auth.register()
