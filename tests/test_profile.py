@@ -15,6 +15,28 @@ def test_get_me(auth, client):
     assert "password_hash" not in response.json
 
 
+
+def test_me_and_renewed_tokens_match_the_user_object(app, auth, client):
+    """/users/me and refresh read the user in one query of their own; both must agree with User.to_dict."""
+    import jwt
+
+    from authsvc.extensions import db
+    from authsvc.services import users
+
+    auth.register()
+    with app.app_context():
+        user = users.find_by_email("user@example.com")
+        user.roles += [users.role("support"), users.role("billing")]
+        db.session.commit()
+        expected = user.to_dict()
+    pair = auth.login().json
+    assert client.get(ME, headers=auth.bearer(pair)).json == expected
+    renewed = auth.refresh(pair["refresh_token"]).json
+    claims = [jwt.decode(p["access_token"], options={"verify_signature": False}) for p in (pair, renewed)]
+    assert claims[1]["roles"] == claims[0]["roles"] == ["billing", "support"]
+    assert {k: claims[1][k] for k in ("sub", "email", "email_verified", "tier")} == \
+        {k: claims[0][k] for k in ("sub", "email", "email_verified", "tier")}
+
 def test_patch_full_name(auth, client):
     pair = auth.signed_in()
     response = client.patch(ME, json={"full_name": " Grace Hopper "}, headers=auth.bearer(pair))

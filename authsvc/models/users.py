@@ -64,17 +64,23 @@ class User(db.Model):
 
     def to_dict(self) -> dict:
         """The contract's User object; never a hash or a secret."""
-        return {
-            "id": str(self.id),
-            "email": self.email,
-            "full_name": self.full_name,
-            "email_verified": self.email_verified,
-            "is_active": self.is_active,
-            "roles": self.role_names,
-            "tier": self.tier,
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-        }
+        return user_object(self, self.role_names)
+
+
+def user_object(user, roles: list[str]) -> dict:
+    """The contract's User object from anything with the user's columns as attributes (a User, or a row of
+    `services.users.profile`) and its sorted role names."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "full_name": user.full_name,
+        "email_verified": user.email_verified,
+        "is_active": user.is_active,
+        "roles": roles,
+        "tier": user.tier,
+        "created_at": isoformat(user.created_at),
+        "updated_at": isoformat(user.updated_at),
+    }
 
 
 # Uniqueness is case-insensitive: the index is on lower(email), and lookups compare lower(email).

@@ -35,7 +35,7 @@ def start_session(user: User, user_agent: str, ip_address: str) -> dict:
     refresh = random_token()
     db.session.add(session)
     db.session.add(RefreshToken(session_id=session.id, token_hash=hash_token(refresh), expires_at=session.expires_at))
-    return token_pair(user, session.id, refresh)
+    return token_pair(user.to_dict(), session.id, refresh)
 
 
 # The rotation's statements, built once on the tables (not the ORM entities): the hot path of every client's
@@ -133,7 +133,7 @@ def _not_claimed(token_hash: str, child: str, now) -> dict:
         # within the grace interval the late caller gets the same child back, so there is still one live
         # descendant and the session survives. Outside it, a used token coming back means it was copied.
         user = _live_session_user(session, now)
-        return token_pair(user, session.id, child)
+        return token_pair(user.to_dict(), session.id, child)
     if session.revoked_at is None:
         revoke_session(session, "refresh_reused")
         signals.refresh_reused.send(current_app._get_current_object(), user_id=session.user_id, session_id=session.id)

@@ -39,14 +39,11 @@ def derived_token(parent: str) -> str:
     return hmac.new(key, parent.encode(), "sha256").hexdigest()
 
 
-def access_claims(user: User | dict, session_id: uuid.UUID) -> dict:
-    """The contract's claims of an access token for `user` (a User, or its contract dict as `users.profile`
-    reads it) in session `session_id`."""
-    if isinstance(user, dict):
-        email, verified, roles, tier = user["email"], user["email_verified"], user["roles"], user["tier"]
-    else:
-        email, verified, roles, tier = user.email, user.email_verified, user.role_names, user.tier
-    return {"sid": str(session_id), "email": email, "email_verified": verified, "roles": roles, "tier": tier}
+def access_claims(user: dict, session_id: uuid.UUID) -> dict:
+    """The contract's claims of an access token for `user` (its contract object: `User.to_dict`, or
+    `users.profile`) in session `session_id`."""
+    return {"sid": str(session_id), "email": user["email"], "email_verified": user["email_verified"],
+            "roles": user["roles"], "tier": user["tier"]}
 
 
 def issue_access_token(subject: str, claims: dict) -> str:
@@ -63,11 +60,10 @@ def expires_in() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
-def token_pair(user: User | dict, session_id: uuid.UUID, refresh_token: str) -> dict:
+def token_pair(user: dict, session_id: uuid.UUID, refresh_token: str) -> dict:
     """The contract's token pair (`user` as for `access_claims`)."""
-    subject = user["id"] if isinstance(user, dict) else str(user.id)
     return {
-        "access_token": issue_access_token(subject, access_claims(user, session_id)),
+        "access_token": issue_access_token(user["id"], access_claims(user, session_id)),
         "refresh_token": refresh_token,
         "token_type": "bearer",
         "expires_in": expires_in(),

@@ -8,7 +8,8 @@ from sqlalchemy import bindparam, func, select
 
 from ..errors import APIError, validation_error
 from ..extensions import db
-from ..models import ADMIN_ROLE, Role, User, isoformat, user_roles
+from ..models import ADMIN_ROLE, Role, User, user_roles
+from ..models.users import user_object
 
 
 # One round trip on the tables, no ORM: the profile read that apps call on every page (GET /users/me), and the
@@ -28,13 +29,7 @@ def profile(user_id: uuid.UUID) -> dict | None:
     rows = db.session.execute(_PROFILE, {"user_id": user_id}).all()
     if not rows:
         return None
-    first = rows[0]
-    return {
-        "id": str(first.id), "email": first.email, "full_name": first.full_name,
-        "email_verified": first.email_verified, "is_active": first.is_active,
-        "roles": sorted(row.name for row in rows if row.name is not None), "tier": first.tier,
-        "created_at": isoformat(first.created_at), "updated_at": isoformat(first.updated_at),
-    }
+    return user_object(rows[0], sorted(row.name for row in rows if row.name is not None))
 
 
 def find_by_email(email: str) -> User | None:
