@@ -24,6 +24,12 @@ def _text(value: str) -> str:
     return value
 
 
+def header_text(value: str | None, limit: int) -> str:
+    """A request header's text as stored (User-Agent, client address): cut to `limit`, without NULs, which a
+    server may let through and PostgreSQL refuses in text."""
+    return (value or "").replace("\x00", "")[:limit]
+
+
 def normalize_email(value: str) -> str:
     """An address checked for syntax and normalised (domain lowercased); ValueError if it is not one."""
     try:

@@ -7,8 +7,9 @@ in short slices interleaved with the login workload (both then see the same back
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import time
+
+from .common import usable_cpus
 
 
 def _worker(conn, hash_, password, params):
@@ -36,7 +37,7 @@ class Argon2Pool:
     """`processes` (default: one per core) Argon2id verifiers that run together for a given time on demand."""
 
     def __init__(self, hash_: str, password: str, params: dict, processes: int | None = None):
-        self.processes = processes or os.cpu_count() or 1
+        self.processes = processes or usable_cpus()
         ctx = mp.get_context("spawn")
         self.pipes, self.procs = [], []
         for _ in range(self.processes):

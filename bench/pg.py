@@ -9,11 +9,11 @@ enough for all three; a CHECKPOINT then flushes what initdb --no-sync left unflu
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT
+
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "wal_sync_method": None}
 
 
@@ -25,7 +25,6 @@ def _pgserver_module():
 
 
 pgserver = _pgserver_module()
-find_pg_bin = pgserver.find_pg_bin
 
 
 class DurablePostgres(pgserver.PostgresServer):

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from .common import ROOT, VENV_BIN
+from .common import ROOT, VENV_BIN, usable_cpus
 
 
 # -- processes ---------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class Gunicorn:
 
     def expected_workers(self) -> int:
         """The worker count gunicorn.conf.py asks for in this environment."""
-        return int(self.env.get("GUNICORN_WORKERS", (os.cpu_count() or 1) * 2 + 1))
+        return int(self.env.get("GUNICORN_WORKERS", usable_cpus() * 2 + 1))
 
     def workers(self) -> list[int]:
         """The gunicorn master's worker pids."""

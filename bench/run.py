@@ -40,7 +40,7 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .common import ROOT, VENV_BIN, WORKLOADS, log
+from .common import ROOT, VENV_BIN, WORKLOADS, log, usable_cpus
 from .cpu import CpuAccount, cpu_busy
 from .procs import (Gunicorn, MemorySampler, Processes, pss_mb, terminate_on_signal, authsvc_cli, free_port, http_request,
                     machine_info, proc_status_kb, service_env)
@@ -148,7 +148,7 @@ class Bench:
 
             a = self.seed["argon2"]
             log(f"Argon2id verifiers: m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}, "
-                f"{os.cpu_count()} processes")
+                f"{usable_cpus()} processes")
             self.argon2 = Argon2Pool(a["hash"], self.seed["password"], a)
             self.argon2.run(1.0)  # warm-up
         if set(self.selected) & {"refresh", "users_me", "verify", "introspect"}:

@@ -137,12 +137,15 @@ def test_grace_and_retention_are_settings(app, runner, seeded):
         assert {"live", "ott_live", "mail_sent_recently", "mail_retrying"} <= _present(seeded)
 
 
+@pytest.mark.settings(CLEANUP_GRACE_HOURS=0, REFRESH_REUSE_GRACE_SECONDS=0)
 def test_signed_in_users_keep_working_after_cleanup(runner, auth, client):
+    """With no grace at all, a live session keeps its tokens, and its used ones still catch a replay."""
     pair = auth.signed_in()
     child = auth.refresh(pair["refresh_token"]).json
     assert runner.invoke(args=["cleanup"]).exit_code == 0
     assert client.get("/api/v1/users/me", headers=auth.bearer(child)).status_code == 200
     assert auth.refresh(child["refresh_token"]).status_code == 200
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"  # reuse still detected
 
 
 @pytest.mark.postgres_only

@@ -31,7 +31,8 @@ def _settings(database_url, redis_url, tmp_path, **extra) -> dict:
     return {"AUTHSVC_ENV": "production", "SECRET_KEY": SECRET, "DATABASE_URL": database_url,
             "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path), "COOKIE_SECURE": "false",
             "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "1024", "MAIL_WORKER": "false",
-            "RATELIMIT_LOGIN": "1000/minute", "RATELIMIT_REFRESH": "1000/minute", "SIGNING_KEY_CACHE_SECONDS": "2",
+            "RATELIMIT_LOGIN": "1000/minute", "RATELIMIT_REFRESH": "1000/minute",
+            "RATELIMIT_PROFILE_READ": "10000/minute", "SIGNING_KEY_CACHE_SECONDS": "2",
             **extra}
 
 
@@ -88,13 +89,16 @@ def test_a_logout_on_one_instance_is_refused_by_the_other_within_a_second(instan
     assert requests.get(f"{b.url}/api/v1/auth/verify", headers=_bearer(pair), timeout=10).status_code == 200
     assert requests.post(f"{a.url}/api/v1/auth/logout", headers=_bearer(pair), timeout=10).status_code == 204
     logged_out = time.monotonic()
-    window = None
-    while time.monotonic() - logged_out < 5:
-        if requests.get(f"{b.url}/api/v1/auth/verify", headers=_bearer(pair), timeout=10).status_code == 401:
-            window = time.monotonic() - logged_out
-            break
-    assert window is not None and window < 1.0, window
-    assert requests.get(f"{b.url}/api/v1/users/me", headers=_bearer(pair), timeout=10).status_code == 401
+    # Poll B for 1.5 s, the gateway check and the API in turn (each lands on any of B's workers, and each
+    # worker may remember the token for TOKEN_CHECK_CACHE_SECONDS): the window ends with the last 200.
+    answers = []
+    while time.monotonic() - logged_out < 1.5:
+        path = "/api/v1/auth/verify" if len(answers) % 2 == 0 else "/api/v1/users/me"
+        status = requests.get(f"{b.url}{path}", headers=_bearer(pair), timeout=10).status_code
+        answers.append((round(time.monotonic() - logged_out, 3), path, status))
+    window = max((t for t, _, status in answers if status == 200), default=0.0)
+    assert window < 1.0, answers
+    assert {status for t, _, status in answers if t >= 1.0} == {401}, answers
 
 
 def test_rate_limit_counts_are_shared(database_url, redis_url, tmp_path):

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from .. import signals
 from ..extensions import db
 from ..models import AuditEvent, utcnow
+from ..schemas import header_text
 
 SAFE_DETAILS = ("reason", "fields", "by_admin", "email", "old_email", "client_id", "blocked_seconds", "all",
                 "count", "provider")
@@ -28,9 +29,8 @@ def record(event: str, user_id: uuid.UUID | None = None, **details) -> None:
     in_request = has_request_context()
     db.session.add(AuditEvent(
         event=event, user_id=user_id,
-        # NULs dropped: a server that lets one through in a header must not make the insert fail (PostgreSQL).
-        ip_address=(request.remote_addr or "").replace("\x00", "")[:64] if in_request else "",
-        user_agent=request.headers.get("User-Agent", "").replace("\x00", "")[:512] if in_request else "",
+        ip_address=header_text(request.remote_addr, 64) if in_request else "",
+        user_agent=header_text(request.headers.get("User-Agent"), 512) if in_request else "",
         request_id=g.get("request_id", "") if in_request else "",
         details={k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in details.items() if k in SAFE_DETAILS},
     ))

@@ -11,6 +11,7 @@ from .. import signals
 from ..errors import APIError
 from ..extensions import db
 from ..models import RefreshToken, Session, User, utcnow
+from ..schemas import header_text
 from . import tokencache, users
 from .tokens import derived_token, hash_token, random_token, token_pair
 
@@ -19,17 +20,12 @@ def _refresh_lifetime() -> timedelta:
     return timedelta(days=current_app.config["REFRESH_TOKEN_EXPIRE_DAYS"])
 
 
-def _header_text(value: str | None, limit: int) -> str:
-    # From request headers: a server that lets a NUL through must not make the insert fail (PostgreSQL).
-    return (value or "").replace("\x00", "")[:limit]
-
-
 def start_session(user: User, user_agent: str, ip_address: str) -> dict:
     """Stage a new session for `user` with its first refresh token; return the token pair."""
     now = utcnow()
     session = Session(
-        id=uuid.uuid4(), user_id=user.id, user_agent=_header_text(user_agent, 512),
-        ip_address=_header_text(ip_address, 64),
+        id=uuid.uuid4(), user_id=user.id, user_agent=header_text(user_agent, 512),
+        ip_address=header_text(ip_address, 64),
         created_at=now, last_used_at=now, expires_at=now + _refresh_lifetime(),
     )
     refresh = random_token()
@@ -74,10 +70,10 @@ def _claim(token_hash: str, now):
 def _extend(session_id: uuid.UUID, now, user_agent: str, ip_address: str):
     """Stage a live session's new lifetime and client; its (user_id, expires_at), or None if it has ended."""
     expires = now + _refresh_lifetime()
-    agent = _header_text(user_agent, 512)
+    agent = header_text(user_agent, 512)
     row = db.session.execute(
         _EXTEND[not agent], {"sid": session_id, "now": now, "expires": expires, "agent": agent,
-                             "ip": _header_text(ip_address, 64)},
+                             "ip": header_text(ip_address, 64)},
         execution_options=tokencache.CANNOT_REVOKE,
     ).first()
     return None if row is None else (row.user_id, expires)
