@@ -16,6 +16,9 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=settings["INSTANCE_PATH"])
     app.config.update(settings)
     app.json.sort_keys = False
+    from .extensions import SessionCookie
+
+    app.session_interface = SessionCookie()
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         # Only the last N hops were added by our own proxies; anything before them is the client's to forge.

@@ -1,12 +1,64 @@
-"""Engine set-up that the ORM cannot express: SQLite's pragmas and transaction start."""
+"""Engine and session set-up that the ORM cannot express: SQLite's pragmas and transaction start, and on
+PostgreSQL, liveness checks of idle connections and transaction-free reads for read-only views."""
 from __future__ import annotations
 
-from flask import Flask, has_request_context, request
-from sqlalchemy import event
+import time
+import weakref
 
-from .extensions import db
+from flask import Flask, current_app, has_request_context, request
+from flask_sqlalchemy.session import Session as _FlaskSession
+from sqlalchemy import event, exc
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A pooled connection unused for this long is checked with a round trip before it is handed out: a server
+# restart or an idle timeout may have closed it. One in steady use is not: its next query would find out anyway,
+# and a check per request would be a round trip per request (pool_pre_ping).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def read_only(view):
+    """Mark a view that only reads: on PostgreSQL its queries run outside a transaction (see `Session`)."""
+    view.read_only = True
+    return view
+
+
+def _read_only_request() -> bool:
+    if not has_request_context():
+        return False
+    return getattr(current_app.view_functions.get(request.endpoint), "read_only", False)
+
+
+_autocommit_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine):
+    found = _autocommit_engines.get(engine)
+    if found is None:
+        found = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+        event.listen(found, "before_cursor_execute", _refuse_writes)
+    return found
+
+
+def _refuse_writes(_conn, _cursor, statement, *_args) -> None:
+    # Outside a transaction a write would commit on its own, statement by statement: fail loudly instead.
+    if not statement.lstrip()[:6].upper() == "SELECT":
+        raise RuntimeError(f"a read-only view tried to write: {statement[:60]!r}")
+
+
+class Session(_FlaskSession):
+    """Flask-SQLAlchemy's session; in a `read_only` view on PostgreSQL it reads in autocommit mode.
+
+    Reads need no transaction there: under READ COMMITTED each statement takes its own snapshot inside a
+    transaction too, so nothing is lost. What is saved is the BEGIN and ROLLBACK round trips of every request,
+    and psycopg's prepared statements, which it forgets on every ROLLBACK.
+    """
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        """The app's engine, or its autocommit variant during a read-only view on PostgreSQL."""
+        engine = super().get_bind(mapper, clause, bind, **kwargs)
+        if bind is None and engine.dialect.name == "postgresql" and _read_only_request():
+            return _autocommit(engine)
+        return engine
 
 
 def _sqlite_begin_mode(conn) -> str:
@@ -24,10 +76,13 @@ def _sqlite_begin_mode(conn) -> str:
 
 
 def configure_engine(app: Flask) -> None:
-    """Attach the SQLite listeners to the app's engine (PostgreSQL needs none)."""
+    """Attach the SQLite listeners, or PostgreSQL's idle-connection check, to the app's engine."""
+    from .extensions import db
+
     with app.app_context():
         engine = db.engine
     if engine.dialect.name != "sqlite":
+        _check_idle_connections(engine)
         return
 
     @event.listens_for(engine, "connect")
@@ -43,3 +98,20 @@ def configure_engine(app: Flask) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql(_sqlite_begin_mode(conn))
+
+
+def _check_idle_connections(engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # noqa: BLE001 - any failure means "do not use this one"
+            # The pool drops this connection and hands out a fresh one (or reports the database down).
+            raise exc.DisconnectionError(f"idle connection lost: {error.__class__.__name__}") from error

@@ -1,5 +1,6 @@
 """Unbound extensions, attached to the app in `create_app` with `init_app`."""
 from flask import current_app, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -8,6 +9,8 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
+
+from .database import Session
 
 # Explicit constraint names, so migrations can drop and alter them on SQLite and PostgreSQL alike.
 NAMING = {
@@ -24,7 +27,18 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
+class SessionCookie(SecureCookieSessionInterface):
+    """Flask's signed session cookie, without building its signer for requests that carry no such cookie (API
+    calls and gateway checks, nearly all of them)."""
+
+    def open_session(self, app, request):
+        """An empty session when there is no cookie; otherwise Flask's own reading of it."""
+        if app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING), session_options={"class_": Session})
 migrate = Migrate()
 jwt = JWTManager()
 # The default limit is read from the current app's RATELIMIT_DEFAULT on each request (not once at init_app),

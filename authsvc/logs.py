@@ -8,11 +8,13 @@ path, so gunicorn's access log stays off and there is exactly one line per reque
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 
 from flask import Flask, g, has_request_context, request, request_finished, request_started
@@ -106,7 +108,22 @@ def _request_started(_app, **_extra) -> None:
     g.request_started = time.perf_counter()
     # A caller's (or proxy's) id is kept when it is a plain token; anything else is replaced, never echoed.
     given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    g.request_id = given if REQUEST_ID.match(given) else new_request_id()
+
+
+_ids: tuple[int, str, itertools.count] = (0, "", itertools.count())
+
+
+def new_request_id() -> str:
+    """A request id unique across processes: 32 hex digits, a random prefix per process and a counter.
+
+    Ids need to be unique, not unguessable; a uuid4 per request costs a getrandom system call each.
+    """
+    global _ids
+    pid, prefix, counter = _ids
+    if pid != os.getpid():  # first use in this process, or a fork (each gunicorn worker draws its own prefix)
+        pid, prefix, counter = _ids = (os.getpid(), secrets.token_hex(8), itertools.count())
+    return f"{prefix}{next(counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def request_duration() -> float | None:

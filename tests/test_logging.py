@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -52,6 +53,20 @@ def test_one_json_access_line_per_request_with_its_request_id(client, log_lines)
     assert first["remote_addr"] == "127.0.0.1"
     assert first["message"].startswith("GET /healthz 200 ")
     assert (second["path"], second["status"]) == ("/api/v1/no-such-thing", 404)
+
+
+def test_made_request_ids_are_distinct_and_each_process_draws_its_own():
+    ids = [logs.new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked worker: its ids must not repeat the parent's sequence
+        os.write(writer, logs.new_request_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(reader, 64).decode()
+    os.close(reader), os.close(writer)
+    assert from_child[:16] != ids[0][:16] and from_child not in ids
 
 
 @pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="1/minute")

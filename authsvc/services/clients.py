@@ -7,7 +7,7 @@ import secrets
 import uuid
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from .. import signals
 from ..errors import APIError, validation_error
@@ -36,18 +36,25 @@ def create(name: str, scopes: list[str]) -> tuple[ServiceClient, str]:
     return client, secret
 
 
-def authenticate(client_id: str, secret: str) -> ServiceClient | None:
-    """The client these credentials belong to, or None (compared in constant time)."""
+# Built once, on the table: every introspection and client_credentials grant authenticates its client.
+_clients = ServiceClient.__table__
+_BY_CLIENT_ID = select(_clients.c.client_id, _clients.c.secret_hash, _clients.c.scopes).where(
+    _clients.c.client_id == bindparam("client_id"))
+
+
+def authenticate(client_id: str, secret: str):
+    """The client these credentials belong to (its `client_id` and `scopes`), or None (compared in constant
+    time)."""
     # No client id holds a NUL, and PostgreSQL refuses one in a query: such an id simply matches no client.
-    client = None if "\x00" in client_id else db.session.scalars(
-        select(ServiceClient).where(ServiceClient.client_id == client_id)).first()
+    client = None if "\x00" in client_id else db.session.execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
     expected = client.secret_hash if client else hash_token("no such client")
     ok = hmac.compare_digest(expected, hash_token(secret))
     return client if client is not None and ok else None
 
 
-def token_response(client: ServiceClient, requested: str | None) -> dict:
-    """An access token for the client (no refresh token); 400 `invalid_scope` beyond the client's scopes."""
+def token_response(client, requested: str | None) -> dict:
+    """An access token for the client (as `authenticate` gives it: no refresh token); 400 `invalid_scope` beyond
+    the client's scopes."""
     scopes = sorted(set(requested.split())) if requested else list(client.scopes)
     if not set(scopes) <= set(client.scopes):
         raise APIError(400, "invalid_scope", "The client may not ask for these scopes.")

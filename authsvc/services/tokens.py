@@ -184,10 +184,11 @@ def _introspect_access(token: str) -> dict | None:
 def introspect(token: str, hint: str | None) -> dict:
     """RFC 7662 answer for a token of ours: its facts when live, `{"active": false}` for anything else.
 
-    The hint only says which kind to try first (RFC 7662 §2.1).
+    The hint says which kind to try first (RFC 7662 §2.1); without one, the token's shape does: a JWT is tried
+    as an access token (no query needed to rule it out), anything else as a refresh token.
     """
     kinds = [_introspect_access, _introspect_refresh]
-    if hint != "access_token":
+    if hint == "refresh_token" or (hint != "access_token" and token.count(".") != 2):
         kinds.reverse()
     for kind in kinds:
         answer = kind(token)

@@ -1,6 +1,7 @@
 """Admin API: users and service clients (each view declares the permission it needs)."""
 from flask import jsonify
 
+from ...database import read_only
 from ...auth import permission_required
 from ...errors import APIError
 from ...extensions import db
@@ -18,6 +19,7 @@ def _user(user_id: str):
 
 
 @bp.get("/admin/users")
+@read_only
 @document(auth="users:read", query=UserListQuery, responses={200: "UserPage"},
           errors={422: "validation_error"})
 @permission_required("users:read")
@@ -39,6 +41,7 @@ def create_user():
 
 
 @bp.get("/admin/users/<user_id>")
+@read_only
 @document(auth="users:read", responses={200: "User"})
 @permission_required("users:read")
 def get_user(user_id: str):
@@ -69,6 +72,7 @@ def delete_user(user_id: str):
 
 
 @bp.get("/admin/clients")
+@read_only
 @document(auth="clients:manage", responses={200: list["Client"]})
 @permission_required("clients:manage")
 def list_clients():
@@ -98,6 +102,7 @@ def delete_client(client_id: str):
 
 
 @bp.get("/admin/audit")
+@read_only
 @document(auth="audit:read", query=AuditQuery, responses={200: "AuditPage"}, errors={422: "validation_error"})
 @permission_required("audit:read")
 def audit_events():

@@ -1,6 +1,7 @@
 """Registration, sign-in, refresh, sign-out and sessions."""
 from flask import g, jsonify
 
+from ...database import read_only
 from ...auth import user_required
 from ...extensions import db
 from ...schemas import LoginIn, RefreshIn, RegisterIn, parse
@@ -68,6 +69,7 @@ def logout_all():
 
 
 @bp.get("/auth/sessions")
+@read_only
 @document(auth=USER, responses={200: list["Session"]})
 @user_required
 def list_sessions():

@@ -3,6 +3,7 @@ import hmac
 
 from flask import current_app, request
 
+from ...database import read_only
 from ...errors import error_response
 from ...extensions import limiter
 from ...openapi import USER, document
@@ -29,6 +30,7 @@ def _presented() -> tuple[str | None, bool]:
 
 
 @bp.route("/auth/verify", methods=["GET", "HEAD"])
+@read_only
 @document(auth=USER, query=ForwardAuthQuery, responses={200: None}, headers={200: FORWARDED},
           rate_limited=False)
 @limiter.exempt  # every request through a gateway comes from the gateway's address: a per-address limit would

@@ -1,6 +1,7 @@
 """Google sign-in for API clients (an ID token the app obtained itself), and the caller's linked identities."""
 from flask import g, jsonify
 
+from ...database import read_only
 from ...auth import user_required
 from ...extensions import db
 from ...limits import limit
@@ -27,6 +28,7 @@ def google_sign_in():
 
 
 @bp.get("/users/me/identities")
+@read_only
 @document(auth=USER, responses={200: "IdentityList"})
 @limit("RATELIMIT_PROFILE_READ")
 @user_required

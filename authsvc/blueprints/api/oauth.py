@@ -4,6 +4,7 @@ from urllib.parse import unquote_plus
 
 from flask import jsonify, request
 
+from ...database import read_only
 from ...errors import APIError, OAuthError
 from ...extensions import db
 from ...schemas import IntrospectForm, RevokeForm, TokenForm, normalize_email
@@ -131,6 +132,7 @@ def revoke():
 
 
 @bp.post("/auth/introspect")
+@read_only
 @document(form=IntrospectForm, auth=CLIENT, responses={200: "Introspection"})
 def introspect():
     """RFC 7662, for service clients: whether a token is live, and what it says; dead or foreign → inactive."""

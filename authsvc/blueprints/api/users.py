@@ -1,6 +1,7 @@
 """The caller's own account."""
 from flask import g, jsonify
 
+from ...database import read_only
 from ...auth import user_required, user_token_required
 from ...errors import APIError
 from ...extensions import db
@@ -12,6 +13,7 @@ from . import bp
 
 
 @bp.get("/users/me")
+@read_only
 @document(auth=USER, responses={200: "User"})
 @limit("RATELIMIT_PROFILE_READ")
 @user_token_required

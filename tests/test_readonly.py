@@ -1,0 +1,99 @@
+"""Read-only views on PostgreSQL: their queries run outside a transaction, and a write among them is refused;
+idle pooled connections are checked before use, busy ones are not."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+from flask import has_request_context
+from sqlalchemy import event, text
+
+from authsvc import database
+from authsvc.extensions import db
+
+READ_ONLY = {
+    "api.me", "api.forward_auth", "api.introspect", "api.list_sessions", "api.my_identities",
+    "api.list_users", "api.get_user", "api.list_clients", "api.audit_events",
+}
+
+
+def test_the_read_only_views_are_these(app):
+    marked = {name for name, view in app.view_functions.items() if getattr(view, "read_only", False)}
+    assert marked == READ_ONLY
+
+
+@pytest.fixture
+def statements(app):
+    """(SQL verb, whether the driver connection was in autocommit) for every statement requests run."""
+    seen = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, _cursor, statement, *_args):
+        if has_request_context():  # not the mail sender's thread
+            seen.append((statement.split()[0].upper(), conn.connection.dbapi_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.postgres_only
+def test_a_read_only_view_reads_without_a_transaction_and_a_writer_keeps_one(auth, client, statements):
+    pair = auth.signed_in()
+    statements.clear()
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
+    assert statements and all(autocommit for _, autocommit in statements)
+    statements.clear()
+    assert client.patch("/api/v1/users/me", json={"full_name": "Ada"}, headers=auth.bearer(pair)).status_code == 200
+    assert statements and not any(autocommit for _, autocommit in statements)
+    assert ("UPDATE", False) in statements
+    statements.clear()
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).json["full_name"] == "Ada"
+    assert statements and all(autocommit for _, autocommit in statements)
+
+
+@pytest.mark.postgres_only
+def test_a_write_from_a_read_only_view_is_refused_and_nothing_is_written(app, auth, client):
+    @database.read_only
+    def sneaky():
+        db.session.execute(text("UPDATE users SET full_name = 'changed'"))
+        db.session.commit()
+        return {"ok": True}
+
+    app.add_url_rule("/api/v1/sneaky", "sneaky", sneaky)  # before the first request, as Flask requires
+    pair = auth.signed_in()
+    answer = client.get("/api/v1/sneaky")
+    assert answer.status_code == 500 and answer.json["error"]["code"] == "internal_error"
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).json["full_name"] != "changed"
+
+
+def _kill_pooled_connections(app) -> int:
+    """Terminate the server side of every connection the app's pool holds; how many were ended."""
+    with app.app_context():
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        name = db.engine.url.database
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+
+
+@pytest.mark.postgres_only
+def test_an_idle_connection_lost_is_replaced_before_use(app, auth, client, monkeypatch):
+    pair = auth.signed_in()
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
+    assert _kill_pooled_connections(app) >= 1
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
+
+
+@pytest.mark.postgres_only
+def test_a_busy_connection_is_not_checked_and_a_lost_one_fails_once(app, auth, client, monkeypatch):
+    """The counterpart: without the idle check, the lost connection is found by the request itself (503), and
+    the pool starts afresh for the next one."""
+    pair = auth.signed_in()
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    assert _kill_pooled_connections(app) >= 1
+    answer = client.get("/api/v1/users/me", headers=auth.bearer(pair))
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "unavailable"
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
