@@ -3,10 +3,13 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from authsvc.extensions import db
-from authsvc.models import RefreshToken, Session, utcnow
+from authsvc.models import RefreshToken, Session, User, utcnow
+from authsvc.services.tokens import hash_token
+
+from .conftest import remember
 
 
 def test_refresh_rotates(auth, client):
@@ -67,6 +70,45 @@ def test_refresh_after_logout_is_revoked(auth, client):
     pair = auth.signed_in()
     client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
     assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+
+
+def _unused(app, refresh_token: str) -> bool:
+    with app.app_context():
+        return db.session.scalars(select(RefreshToken.used_at).where(
+            RefreshToken.token_hash == hash_token(refresh_token))).one() is None
+
+
+def test_a_refused_rotation_claims_nothing(app, auth, client):
+    """A live token of an ended session is refused and stays unused: nothing of the rotation is kept."""
+    pair = auth.signed_in()
+    client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+    assert _unused(app, pair["refresh_token"])
+
+
+def test_a_disabled_user_cannot_refresh(app, auth):
+    pair = auth.signed_in()
+    with app.app_context():
+        db.session.execute(update(User).values(is_active=False))
+        db.session.commit()
+    response = auth.refresh(pair["refresh_token"])
+    assert response.status_code == 403 and response.json["error"]["code"] == "account_disabled"
+    assert _unused(app, pair["refresh_token"])
+
+
+def test_rotation_records_the_client_and_keeps_its_agent_when_none_is_sent(app, auth, client):
+    pair = auth.signed_in()
+    renewed = client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]},
+                          headers={"User-Agent": "agent/2"}, environ_base={"REMOTE_ADDR": "10.0.0.7"}).json
+    remember(renewed["access_token"], renewed["refresh_token"])
+    with app.app_context():
+        assert db.session.execute(select(Session.user_agent, Session.ip_address)).one() == ("agent/2", "10.0.0.7")
+    again = client.post("/api/v1/auth/refresh", json={"refresh_token": renewed["refresh_token"]},
+                        headers={"User-Agent": ""})
+    assert again.status_code == 200
+    remember(again.json["access_token"], again.json["refresh_token"])
+    with app.app_context():
+        assert db.session.scalars(select(Session.user_agent)).one() == "agent/2"
 
 
 @pytest.mark.parametrize("body, status, code", [

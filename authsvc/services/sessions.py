@@ -5,7 +5,7 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from .. import signals
 from ..errors import APIError
@@ -87,14 +87,67 @@ def _live_session_user(session: Session, now) -> User:
     return session.user
 
 
+def _one_statement_rotation():
+    """PostgreSQL: the whole winning rotation as one statement (data-modifying CTEs), in one round trip.
+
+    The claim is the same conditional UPDATE, now also conditional on a live session and an active user, so
+    nothing is claimed unless the rotation can succeed. The session extension and the child insert hang off
+    the claim's row; the primary SELECT returns the user's profile for the new access token. PostgreSQL runs
+    every data-modifying CTE exactly once, to completion, in the statement's transaction.
+    """
+    users_table = User.__table__
+    claimed = (
+        update(_tokens)
+        .where(_tokens.c.token_hash == bindparam("hash"), _tokens.c.used_at.is_(None),
+               _tokens.c.expires_at > bindparam("now"), _tokens.c.session_id == _sessions.c.id,
+               _sessions.c.revoked_at.is_(None), _sessions.c.expires_at > bindparam("now"),
+               _sessions.c.user_id == users_table.c.id, users_table.c.is_active.is_(True))
+        .values(used_at=bindparam("now"))
+        .returning(_tokens.c.id, _tokens.c.session_id, _sessions.c.user_id)
+        .cte("claimed")
+    )
+    extended = (
+        update(_sessions)
+        .where(_sessions.c.id == claimed.c.session_id, _sessions.c.revoked_at.is_(None))
+        .values(last_used_at=bindparam("now"), expires_at=bindparam("expires"), ip_address=bindparam("ip"),
+                # a client that sends no User-Agent keeps the one the session had
+                user_agent=func.coalesce(func.nullif(bindparam("agent", type_=_sessions.c.user_agent.type), ""),
+                                         _sessions.c.user_agent))
+        .returning(_sessions.c.id)
+        .cte("extended")
+    )
+    child = (
+        insert(_tokens)
+        .from_select(["id", "session_id", "parent_id", "token_hash", "created_at", "expires_at"], select(
+            bindparam("child_id", type_=_tokens.c.id.type), claimed.c.session_id, claimed.c.id,
+            bindparam("child_hash", type_=_tokens.c.token_hash.type), bindparam("now", type_=_tokens.c.created_at.type),
+            bindparam("expires", type_=_tokens.c.expires_at.type)))
+        .returning(_tokens.c.id)
+        .cte("child")
+    )
+    return (users.profile_select(claimed.c.session_id, source=claimed, on=users_table.c.id == claimed.c.user_id)
+            .add_cte(extended, child))
+
+
+_ROTATE_PG = _one_statement_rotation()
+
+
 def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
     """Exchange a refresh token for a new pair; stage the rotation (or, on reuse, the session's revocation)."""
     now = utcnow()
-    token_hash = hash_token(presented)
+    token_hash, child = hash_token(presented), derived_token(presented)
+    if db.session.get_bind().dialect.name == "postgresql":
+        rows = db.session.execute(_ROTATE_PG, {
+            "hash": token_hash, "now": now, "expires": now + _refresh_lifetime(), "agent": header_text(user_agent, 512),
+            "ip": header_text(ip_address, 64), "child_id": uuid.uuid4(), "child_hash": hash_token(child),
+        }, execution_options=tokencache.CANNOT_REVOKE).all()
+        if rows:
+            return token_pair(users.profile_of(rows), rows[0].session_id, child)
+        return _not_claimed(token_hash, child, now)
     claimed = _claim(token_hash, now)
     if claimed is not None:
-        return _rotated(claimed, derived_token(presented), now, user_agent, ip_address)
-    return _not_claimed(token_hash, derived_token(presented), now)
+        return _rotated(claimed, child, now, user_agent, ip_address)
+    return _not_claimed(token_hash, child, now)
 
 
 def _rotated(claimed, child: str, now, user_agent: str, ip_address: str) -> dict:
@@ -120,6 +173,8 @@ def _not_claimed(token_hash: str, child: str, now) -> dict:
         raise APIError(401, "unauthorized", "The refresh token is not valid.")
     session = row.session
     if row.used_at is None:
+        if row.expires_at > now:  # unused and unexpired, yet not claimed: its session ended or its user is disabled
+            _live_session_user(session, now)
         raise APIError(401, "token_expired", "The refresh token has expired; sign in again.")
     grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])
     # Measured now, not at `now`: a loser took `now` before waiting on the winner's lock, so the winner's

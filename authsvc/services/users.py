@@ -15,21 +15,31 @@ from ..models.users import user_object
 # One round trip on the tables, no ORM: the profile read that apps call on every page (GET /users/me), and the
 # user half of every token renewal.
 _users, _roles = User.__table__, Role.__table__
-_PROFILE = (
-    select(_users.c.id, _users.c.email, _users.c.full_name, _users.c.email_verified, _users.c.is_active,
-           _users.c.tier, _users.c.created_at, _users.c.updated_at, _roles.c.name)
-    .select_from(_users.outerjoin(user_roles, user_roles.c.user_id == _users.c.id)
-                 .outerjoin(_roles, _roles.c.id == user_roles.c.role_id))
-    .where(_users.c.id == bindparam("user_id"))
-)
+
+
+def profile_select(*extra_columns, source=None, on=None):
+    """A SELECT of the profile's columns, one row per role (a NULL `name` for none), joined to `source` on `on`
+    when given; read the rows with `profile_of`."""
+    joined = _users if source is None else source.join(_users, on)
+    return (select(*extra_columns, _users.c.id, _users.c.email, _users.c.full_name, _users.c.email_verified,
+                   _users.c.is_active, _users.c.tier, _users.c.created_at, _users.c.updated_at, _roles.c.name)
+            .select_from(joined.outerjoin(user_roles, user_roles.c.user_id == _users.c.id)
+                         .outerjoin(_roles, _roles.c.id == user_roles.c.role_id)))
+
+
+def profile_of(rows) -> dict | None:
+    """The contract's User object from a `profile_select` result's rows; None when there are none."""
+    if not rows:
+        return None
+    return user_object(rows[0], sorted(row.name for row in rows if row.name is not None))
+
+
+_PROFILE = profile_select().where(_users.c.id == bindparam("user_id"))
 
 
 def profile(user_id: uuid.UUID) -> dict | None:
     """The contract's User object for `user_id` (as `User.to_dict` gives it), read in one query; None if gone."""
-    rows = db.session.execute(_PROFILE, {"user_id": user_id}).all()
-    if not rows:
-        return None
-    return user_object(rows[0], sorted(row.name for row in rows if row.name is not None))
+    return profile_of(db.session.execute(_PROFILE, {"user_id": user_id}).all())
 
 
 def find_by_email(email: str) -> User | None:
