@@ -5,9 +5,6 @@ from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
-from .config import PROJECT_ROOT
-
-MIGRATIONS_DIR = str(PROJECT_ROOT / "migrations")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -47,10 +44,9 @@ def _init_extensions(app: Flask) -> None:
     from .hardening import init_hardening
     from .services import google as google_signin
     from .services import tokencache
-    from .extensions import csrf, db, jwt, limiter, mail, migrate
+    from .extensions import csrf, db, jwt, limiter, mail
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     # Flask-Limiter keeps settings read by an earlier init_app on its (module-level) object; one app per
     # process never notices, but each app (tests build many) must start from its own settings.

@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, run_command, with_appcontext
-from flask_migrate import upgrade
 
 from .config import ConfigError
+from .database import migrations
 from .errors import APIError
 from .extensions import db
 from .schemas import normalize_email
@@ -25,11 +25,13 @@ def _create_app():
     from . import create_app
 
     try:
-        return create_app()
+        app = create_app()
     except ConfigError as exc:
         # One clear line for the operator, not a traceback.
         click.echo(f"authsvc: configuration error: {exc}", err=True)
         sys.exit(2)
+    migrations(app)  # the `db` commands (Flask-Migrate's) manage the schema from here
+    return app
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
@@ -42,9 +44,11 @@ def cli():
 @with_appcontext
 def run(ctx, **kwargs):
     """Migrate the database to head, load the signing keys, and run the development server."""
+    from flask_migrate import upgrade
+
     app = current_app._get_current_object()
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+        upgrade(directory=migrations(app).directory)
         keys.ring()
     ctx.invoke(run_command, **kwargs)
 

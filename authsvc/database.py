@@ -2,6 +2,8 @@
 PostgreSQL, liveness checks of idle connections and transaction-free reads for read-only views."""
 from __future__ import annotations
 
+import functools
+import re
 import time
 import weakref
 
@@ -9,11 +11,42 @@ from flask import Flask, current_app, has_request_context, request
 from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy import event, exc
 
+from .config import PROJECT_ROOT
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A pooled connection unused for this long is checked with a round trip before it is handed out: a server
 # restart or an idle timeout may have closed it. One in steady use is not: its next query would find out anyway,
 # and a check per request would be a round trip per request (pool_pre_ping).
 PING_AFTER_IDLE_SECONDS = 1.0
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+def migrations(app: Flask):
+    """Flask-Migrate's settings for `app` (registered on first use): the CLI and the tests manage the schema
+    with them. Serving workers never load Flask-Migrate, nor Alembic with it (11 MB each)."""
+    if "migrate" not in app.extensions:
+        from flask_migrate import Migrate
+
+        from .extensions import db
+
+        Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+    return app.extensions["migrate"]
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+
+
+@functools.cache
+def migration_head() -> str | None:
+    """The newest migration this code ships, read from the revision files (without loading Alembic); None if
+    they do not form one line of descent."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = dict(m.groups() for m in _REVISION.finditer(path.read_text(encoding="utf-8")))
+        revisions.add(found.get("revision"))
+        parents.add(found.get("down_revision"))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and None not in revisions else None
 
 
 def read_only(view):

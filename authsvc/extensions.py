@@ -5,7 +5,6 @@ from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_mail import Mail
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
@@ -39,7 +38,6 @@ class SessionCookie(SecureCookieSessionInterface):
 
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING), session_options={"class_": Session})
-migrate = Migrate()
 jwt = JWTManager()
 # The default limit is read from the current app's RATELIMIT_DEFAULT on each request (not once at init_app),
 # so it follows the settings of whichever app serves; views with a limit of their own replace it.

@@ -17,6 +17,7 @@ import pytest
 from flask_migrate import upgrade
 
 from authsvc import create_app
+from authsvc.database import migrations
 from authsvc.extensions import db
 from authsvc.services import keys
 from authsvc.services import outbox as mail_outbox
@@ -73,7 +74,7 @@ def dispose(app) -> None:
 def _migrate_template(url: str, instance_path) -> None:
     app = make_app(url, instance_path)
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+        upgrade(directory=migrations(app).directory)
         keys.ring()  # the first signing key goes into the template, so tests do not each generate one
     dispose(app)
 

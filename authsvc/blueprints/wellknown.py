@@ -1,9 +1,8 @@
 """Discovery and health: JWKS, OpenID configuration, liveness and readiness."""
-import functools
-
 from flask import Blueprint, current_app, jsonify, url_for
 from sqlalchemy import text
 
+from ..database import migration_head
 from ..extensions import db, limiter
 from ..openapi import document
 from ..services import keys
@@ -61,19 +60,8 @@ def readyz():
     except Exception:  # noqa: BLE001 - any failure to reach the database (or an unmigrated one) is "not ready"
         db.session.rollback()
         return jsonify({"status": "unavailable", "database": "down"}), 503
-    head = _migration_head()
+    head = migration_head()
     if current != [head]:
         # Serving against an older (or newer) schema would fail on the first query that differs.
         return jsonify({"status": "unavailable", "database": "ok", "schema": current, "expected": head}), 503
     return jsonify({"status": "ok", "database": "ok", "schema": head})
-
-
-@functools.cache
-def _migration_head() -> str:
-    """The newest migration this code ships (read once per process)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", current_app.extensions["migrate"].directory)
-    return ScriptDirectory.from_config(config).get_current_head()

@@ -5,17 +5,13 @@ in the signed Flask session cookie (so the callback may land on any instance sha
 exchange, and the provider's JWKS. ID tokens are verified here with algorithms pinned to asymmetric ones and
 claims checked by Authlib's OpenID rules (`iss`, `aud` = our client id, `azp`, `exp`, `iat`, `nonce`).
 Every failure becomes an `APIError`, so callers turn it into a page or the JSON envelope, never a 500.
+
+Authlib, joserfc and requests are imported where they are used: a deployment without Google sign-in never loads
+them (about 10 MB per worker).
 """
 from __future__ import annotations
 
-import requests
-from authlib.integrations.base_client import MismatchingStateError, OAuthError
-from authlib.integrations.flask_client import OAuth
-from authlib.oidc.core import CodeIDToken
 from flask import Flask, current_app, redirect
-from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
-from joserfc.jwk import KeySet
 
 from ..errors import APIError
 from ..schemas import normalize_email
@@ -33,6 +29,8 @@ def init_app(app: Flask) -> None:
     cfg = app.config
     if not cfg["GOOGLE_CLIENT_ID"]:
         return
+    from authlib.integrations.flask_client import OAuth
+
     # A registry per app, not a module-level one: Authlib keeps its clients (and their cached discovery
     # documents) on the registry, and each app may point at a different provider.
     registry = OAuth(app)
@@ -71,6 +69,8 @@ def _invalid_token() -> APIError:
 def authorization_redirect(redirect_uri: str):
     """A redirect to the provider's consent screen; returns (response, state). State, nonce and PKCE verifier are
     kept in the session for the callback."""
+    import requests
+
     client = _client()
     try:
         found = client.create_authorization_url(redirect_uri)
@@ -83,6 +83,11 @@ def authorization_redirect(redirect_uri: str):
 def finish_authorization() -> dict:
     """On the callback: check state, redeem the code (with the PKCE verifier), verify the ID token and its
     nonce; the identity's claims."""
+    import requests
+    from authlib.integrations.base_client import MismatchingStateError, OAuthError
+    from authlib.oidc.core import CodeIDToken
+    from joserfc.errors import JoseError
+
     client = _client()
     try:
         token = client.authorize_access_token(claims_cls=CodeIDToken, leeway=_leeway(),
@@ -105,6 +110,10 @@ def finish_authorization() -> dict:
 
 def verify_id_token(id_token: str) -> dict:
     """Verify an ID token a client obtained from the provider for our client id; the identity's claims."""
+    import requests
+    from authlib.oidc.core import CodeIDToken
+    from joserfc.errors import JoseError
+
     client = _client()
     try:
         payload = _decode(client, id_token)
@@ -119,6 +128,10 @@ def verify_id_token(id_token: str) -> dict:
 
 
 def _decode(client, id_token: str):
+    from joserfc import jwt
+    from joserfc.errors import InvalidKeyIdError
+    from joserfc.jwk import KeySet
+
     keys = KeySet.import_key_set(client.fetch_jwk_set())
     try:
         return jwt.decode(id_token, keys, algorithms=ALGORITHMS)
