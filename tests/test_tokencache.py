@@ -155,6 +155,30 @@ def test_answers_never_outlive_their_deadline(tmp_path):
     assert memory.remember("k", lambda: 4, lambda _: None) == 4
 
 
+def test_a_lasting_answer_outlives_the_period_and_the_signal_but_not_its_deadline(tmp_path):
+    signal = Signal(str(tmp_path / "signal"))
+    memory = TokenCache(0.05, signal)
+    assert memory.remember("sig", lambda: "verified", lambda _: time.monotonic() + 0.3, lasting=True) == "verified"
+    assert memory.remember("rev", lambda: "live", lambda _: time.monotonic() + 0.3) == "live"
+    signal.fire()
+    time.sleep(0.1)  # past the period
+    assert memory.remember("sig", lambda: "again", lambda _: time.monotonic() + 0.3, lasting=True) == "verified"
+    assert memory.remember("rev", lambda: "revoked", lambda _: time.monotonic() + 0.3) == "revoked"
+    time.sleep(0.25)  # past its own deadline
+    assert memory.remember("sig", lambda: "again", lambda _: None, lasting=True) == "again"
+
+
+@pytest.mark.settings(SIGNING_KEY_CACHE_SECONDS=0)
+def test_a_verified_token_is_not_remembered_past_the_key_cache(app, auth):
+    """With no key caching, every check verifies the signature again (a key taken out counts at once)."""
+    from authsvc.services import tokencache, tokens
+
+    pair = auth.signed_in()
+    with app.test_request_context():
+        assert tokens.decode_access_token(pair["access_token"]) is not None
+        assert ("decoded", pair["access_token"]) not in tokencache.cache()._entries
+
+
 @pytest.mark.settings(TOKEN_CHECK_CACHE_SECONDS=0.9)
 def test_a_refresh_leaves_the_other_workers_memory_alone(client, auth, worker, database_url):
     """Renewing tokens touches the session row but revokes nothing: it must not wipe every worker's memory."""

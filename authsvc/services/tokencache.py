@@ -72,23 +72,28 @@ class TokenCache:
         self.ttl, self.signal = ttl, signal
         self._entries: dict[Any, tuple[float, bytes, Any]] = {}  # key -> (deadline, signal seen, answer)
 
-    def remember(self, key, compute: Callable[[], Any], until: Callable[[Any], float | None]) -> Any:
+    def remember(self, key, compute: Callable[[], Any], until: Callable[[Any], float | None],
+                 lasting: bool = False) -> Any:
         """The remembered answer for `key`, else `compute()`, kept until `ttl` from now or `until(answer)` (a
-        monotonic deadline; None: do not keep), whichever comes first."""
+        monotonic deadline; None: do not keep), whichever comes first.
+
+        A `lasting` answer is a fact no revocation can change (what a token's bytes verify to): it is kept until
+        `until(answer)` alone, and the signal does not void it.
+        """
         if self.signal is None:
             return compute()
         # Read before compute(), and stored with the answer: an answer is good only under the signal value it
         # was computed under, so a revocation racing the computation (in any process or thread) voids it.
         seen, now = self.signal.read(), time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now and entry[1] == seen:
+        if entry is not None and entry[0] > now and (entry[1] == seen or entry[1] is None):
             return entry[2]
         value = compute()
         deadline = until(value)
-        if deadline is not None:
+        if deadline is not None and deadline > time.monotonic():  # an answer already stale is not kept
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[key] = (min(now + self.ttl, deadline), seen, value)
+            self._entries[key] = (deadline, None, value) if lasting else (min(now + self.ttl, deadline), seen, value)
         return value
 
 

@@ -113,7 +113,9 @@ def _is_revoked(payload: dict) -> bool:
         session_id = uuid.UUID(sid)
     except (ValueError, TypeError):
         return True
-    return db.session.execute(_SESSION_LIVE, {"sid": session_id, "jti": payload["jti"]}).first() is None
+    # On the session's connection, past the ORM's execution layer (nothing here is an entity): the cheapest way
+    # to run a prebuilt statement, and this one runs for every token check the memory does not answer.
+    return db.session.connection().execute(_SESSION_LIVE, {"sid": session_id, "jti": payload["jti"]}).first() is None
 
 
 def bearer_token(header: str) -> str | None:
@@ -132,11 +134,18 @@ def live_access_claims(token: str | None) -> dict | None:
 def decode_access_token(token: str) -> dict | None:
     """Verify an access token's signature and claims (expiry included); None when it is not one of ours.
 
-    A verified token is remembered briefly by its exact text (never past its expiry): the same bytes verify
-    the same way. Failures are not remembered, so junk cannot crowd the memory. Do not mutate the payload.
+    A verified token is remembered by its exact text (the same bytes verify the same way) until it expires, and
+    for no longer than the key ring is cached (SIGNING_KEY_CACHE_SECONDS): a key taken out of the ring stops
+    verifying within that time either way. Revocations do not void it; `is_revoked` is asked separately.
+    Failures are not remembered, so junk cannot crowd the memory. Do not mutate the payload.
     """
-    return tokencache.cache().remember(("decoded", token), lambda: _decode(token),
-                                       lambda payload: None if payload is None else _until_expiry(payload))
+    return tokencache.cache().remember(("decoded", token), lambda: _decode(token), _verified_until, lasting=True)
+
+
+def _verified_until(payload: dict | None) -> float | None:
+    if payload is None:
+        return None
+    return min(_until_expiry(payload), time.monotonic() + current_app.config["SIGNING_KEY_CACHE_SECONDS"])
 
 
 def _decode(token: str) -> dict | None:

@@ -39,7 +39,7 @@ _PROFILE = profile_select().where(_users.c.id == bindparam("user_id"))
 
 def profile(user_id: uuid.UUID) -> dict | None:
     """The contract's User object for `user_id` (as `User.to_dict` gives it), read in one query; None if gone."""
-    return profile_of(db.session.execute(_PROFILE, {"user_id": user_id}).all())
+    return profile_of(db.session.connection().execute(_PROFILE, {"user_id": user_id}).all())
 
 
 def find_by_email(email: str) -> User | None:
