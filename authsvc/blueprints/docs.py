@@ -3,7 +3,7 @@ from importlib.resources import files
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from ..openapi import document, spec
+from ..openapi import document
 
 # flask-swagger-ui ships Swagger UI's dist files (and their licence). We serve those, never a CDN, with our
 # own page and init script (the package's own page has an inline script, which the CSP forbids).
@@ -23,6 +23,8 @@ def openapi_json():
     """This OpenAPI 3.1 document: every JSON endpoint, its request and response schemas and error codes."""
     document_ = current_app.extensions.get("authsvc.openapi")
     if document_ is None:  # built once per app, from its routes (all registered by the first request)
+        from ..openapi import spec  # apispec and the schema generation: loaded by the first worker asked
+
         document_ = current_app.extensions["authsvc.openapi"] = spec.build(current_app)
     return jsonify(document_)
 
