@@ -53,7 +53,7 @@ def authenticate(email: str, password: str, source_ip: str) -> User:
 
     429 `rate_limited` when this source address is blocked for this account (see throttle.py).
     """
-    throttle.check(email, source_ip)
+    failed_before = throttle.check(email, source_ip)
     user = find_by_email(email) if email else None
     if len(password) > current_app.config["PASSWORD_MAX_LENGTH"]:
         ok, new_hash = False, None  # no stored password can be this long; refuse without hashing it
@@ -70,7 +70,8 @@ def authenticate(email: str, password: str, source_ip: str) -> User:
         raise APIError(403, "account_disabled", "This account is disabled.")
     if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
         raise APIError(403, "email_not_verified", "Verify your email address before signing in.")
-    throttle.succeeded(email, source_ip)
+    if failed_before:  # the common sign-in has nothing to clear: no statement for it (a failure racing this one
+        throttle.succeeded(email, source_ip)  # stays counted, and expires with its window)
     signals.login_succeeded.send(_app(), user=user)
     return user
 

@@ -23,13 +23,15 @@ def _key(email: str, ip: str) -> tuple[str, str]:
     return email.lower()[:254], (ip or "unknown")[:64]
 
 
-def check(email: str, ip: str) -> None:
-    """429 `rate_limited` (with Retry-After) if this source is blocked for this account."""
+def check(email: str, ip: str) -> bool:
+    """429 `rate_limited` (with Retry-After) if this source is blocked for this account; otherwise whether it has
+    failures on record (only then does a success need to clear them)."""
     row = db.session.get(LoginFailure, _key(email, ip))
     if row is not None and row.blocked_until is not None and row.blocked_until > utcnow():
         wait = math.ceil((row.blocked_until - utcnow()).total_seconds())
         raise APIError(429, "rate_limited", "Too many failed sign-ins from here; retry later.",
                        headers={"Retry-After": str(max(wait, 1))})
+    return row is not None
 
 
 def _insert_ignore(values: dict):

@@ -5,6 +5,7 @@ import uuid
 
 from flask import current_app
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import joinedload
 
 from ..errors import APIError, validation_error
 from ..extensions import db
@@ -43,8 +44,10 @@ def profile(user_id: uuid.UUID) -> dict | None:
 
 
 def find_by_email(email: str) -> User | None:
-    """The user with this address, compared case-insensitively."""
-    return db.session.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+    """The user with this address, compared case-insensitively, with its roles (one query, not two)."""
+    return db.session.scalars(
+        select(User).options(joinedload(User.roles)).where(func.lower(User.email) == email.lower())
+    ).unique().first()
 
 
 def get_user(user_id) -> User | None:
