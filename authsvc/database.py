@@ -1,14 +1,12 @@
-"""Engine and session set-up that the ORM cannot express: SQLite's pragmas and transaction start, and on
-PostgreSQL, liveness checks of idle connections and transaction-free reads for read-only views."""
+"""Engine set-up that the ORM cannot express (SQLite's pragmas and transaction start, PostgreSQL's check of idle
+connections) and the schema's migrations. Read-only views: readonly.py."""
 from __future__ import annotations
 
 import functools
 import re
 import time
-import weakref
 
-from flask import Flask, current_app, has_request_context, request
-from flask_sqlalchemy.session import Session as _FlaskSession
+from flask import Flask, has_request_context, request
 from sqlalchemy import event, exc
 
 from .config import PROJECT_ROOT
@@ -47,51 +45,6 @@ def migration_head() -> str | None:
         parents.add(found.get("down_revision"))
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 and None not in revisions else None
-
-
-def read_only(view):
-    """Mark a view that only reads: on PostgreSQL its queries run outside a transaction (see `Session`)."""
-    view.read_only = True
-    return view
-
-
-def _read_only_request() -> bool:
-    if not has_request_context():
-        return False
-    return getattr(current_app.view_functions.get(request.endpoint), "read_only", False)
-
-
-_autocommit_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _autocommit(engine):
-    found = _autocommit_engines.get(engine)
-    if found is None:
-        found = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-        event.listen(found, "before_cursor_execute", _refuse_writes)
-    return found
-
-
-def _refuse_writes(_conn, _cursor, statement, *_args) -> None:
-    # Outside a transaction a write would commit on its own, statement by statement: fail loudly instead.
-    if not statement.lstrip()[:6].upper() == "SELECT":
-        raise RuntimeError(f"a read-only view tried to write: {statement[:60]!r}")
-
-
-class Session(_FlaskSession):
-    """Flask-SQLAlchemy's session; in a `read_only` view on PostgreSQL it reads in autocommit mode.
-
-    Reads need no transaction there: under READ COMMITTED each statement takes its own snapshot inside a
-    transaction too, so nothing is lost. What is saved is the BEGIN and ROLLBACK round trips of every request,
-    and psycopg's prepared statements, which it forgets on every ROLLBACK.
-    """
-
-    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
-        """The app's engine, or its autocommit variant during a read-only view on PostgreSQL."""
-        engine = super().get_bind(mapper, clause, bind, **kwargs)
-        if bind is None and engine.dialect.name == "postgresql" and _read_only_request():
-            return _autocommit(engine)
-        return engine
 
 
 def _sqlite_begin_mode(conn) -> str:

@@ -9,7 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 
-from .database import Session
+from .readonly import Session
 
 # Explicit constraint names, so migrations can drop and alter them on SQLite and PostgreSQL alike.
 NAMING = {

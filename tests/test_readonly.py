@@ -1,14 +1,18 @@
-"""Read-only views on PostgreSQL: their queries run outside a transaction, and a write among them is refused;
-idle pooled connections are checked before use, busy ones are not."""
+"""Read-only views on PostgreSQL: their queries run outside a transaction on a connection each thread keeps, and a
+write among them is refused; idle connections are checked before use, busy ones are not."""
 from __future__ import annotations
+
+import threading
 
 import psycopg
 import pytest
 from flask import has_request_context
 from sqlalchemy import event, text
 
-from authsvc import database
+from authsvc import database, readonly
 from authsvc.extensions import db
+
+from .conftest import dispose
 
 READ_ONLY = {
     "api.me", "api.forward_auth", "api.introspect", "api.list_sessions", "api.my_identities",
@@ -54,7 +58,7 @@ def test_a_read_only_view_reads_without_a_transaction_and_a_writer_keeps_one(aut
 
 @pytest.mark.postgres_only
 def test_a_write_from_a_read_only_view_is_refused_and_nothing_is_written(app, auth, client):
-    @database.read_only
+    @readonly.read_only
     def sneaky():
         db.session.execute(text("UPDATE users SET full_name = 'changed'"))
         db.session.commit()
@@ -65,6 +69,38 @@ def test_a_write_from_a_read_only_view_is_refused_and_nothing_is_written(app, au
     answer = client.get("/api/v1/sneaky")
     assert answer.status_code == 500 and answer.json["error"]["code"] == "internal_error"
     assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).json["full_name"] != "changed"
+
+
+@pytest.mark.postgres_only
+def test_hot_reads_keep_one_connection_across_requests_and_dispose_closes_it(app, auth, client):
+    pair = auth.signed_in()
+    with app.app_context():
+        engine = db.engine
+    checkouts, me = [], threading.get_ident()
+
+    def count(*_args):
+        if threading.get_ident() == me:  # not the mail sender's thread
+            checkouts.append(1)
+
+    event.listen(engine, "checkout", count)
+    for _ in range(3):
+        assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
+        assert client.get("/api/v1/auth/verify", headers=auth.bearer(pair)).status_code == 200
+    event.remove(engine, "checkout", count)
+    assert len(checkouts) <= 1  # at most the first read takes one from the pool; then it stays with the thread
+    assert _backends(app) >= 1
+    dispose(app)
+    assert _backends(app) == 0
+
+
+def _backends(app) -> int:
+    """Connections open to the app's database (from anyone but this query)."""
+    with app.app_context():
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        name = db.engine.url.database
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (name,)).fetchone()[0]
 
 
 def _kill_pooled_connections(app) -> int:

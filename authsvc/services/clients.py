@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 from .. import signals
 from ..errors import APIError, validation_error
 from ..extensions import db
+from ..readonly import reader
 from ..models import ServiceClient
 from .tokens import expires_in, hash_token, issue_access_token
 
@@ -46,7 +47,7 @@ def authenticate(client_id: str, secret: str):
     """The client these credentials belong to (its `client_id` and `scopes`), or None (compared in constant
     time)."""
     # No client id holds a NUL, and PostgreSQL refuses one in a query: such an id simply matches no client.
-    client = None if "\x00" in client_id else db.session.execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
+    client = None if "\x00" in client_id else reader().execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
     expected = client.secret_hash if client else hash_token("no such client")
     ok = hmac.compare_digest(expected, hash_token(secret))
     return client if client is not None and ok else None

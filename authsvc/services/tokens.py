@@ -13,6 +13,7 @@ from flask_jwt_extended import create_access_token, decode_token
 from sqlalchemy import and_, bindparam, exists, select
 
 from ..extensions import db
+from ..readonly import reader
 from ..models import RefreshToken, RevokedToken, ServiceClient, Session, User, utcnow
 from . import keys, tokencache
 
@@ -113,9 +114,9 @@ def _is_revoked(payload: dict) -> bool:
         session_id = uuid.UUID(sid)
     except (ValueError, TypeError):
         return True
-    # On the session's connection, past the ORM's execution layer (nothing here is an entity): the cheapest way
-    # to run a prebuilt statement, and this one runs for every token check the memory does not answer.
-    return db.session.connection().execute(_SESSION_LIVE, {"sid": session_id, "jti": payload["jti"]}).first() is None
+    # Past the ORM's execution layer (nothing here is an entity), on the hot-read connection: this runs for every
+    # token check the memory does not answer.
+    return reader().execute(_SESSION_LIVE, {"sid": session_id, "jti": payload["jti"]}).first() is None
 
 
 def bearer_token(header: str) -> str | None:

@@ -1,7 +1,7 @@
 """Admin API: users and service clients (each view declares the permission it needs)."""
 from flask import jsonify
 
-from ...database import read_only
+from ...readonly import read_only
 from ...auth import permission_required
 from ...errors import APIError
 from ...extensions import db

@@ -1,7 +1,7 @@
 """Registration, sign-in, refresh, sign-out and sessions."""
 from flask import g, jsonify
 
-from ...database import read_only
+from ...readonly import read_only
 from ...auth import user_required
 from ...extensions import db
 from ...schemas import LoginIn, RefreshIn, RegisterIn, parse

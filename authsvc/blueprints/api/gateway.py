@@ -3,7 +3,7 @@ import hmac
 
 from flask import current_app, request
 
-from ...database import read_only
+from ...readonly import read_only
 from ...errors import error_response
 from ...extensions import limiter
 from ...openapi import USER, document

@@ -1,7 +1,7 @@
 """Google sign-in for API clients (an ID token the app obtained itself), and the caller's linked identities."""
 from flask import g, jsonify
 
-from ...database import read_only
+from ...readonly import read_only
 from ...auth import user_required
 from ...extensions import db
 from ...limits import limit

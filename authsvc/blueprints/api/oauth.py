@@ -4,7 +4,7 @@ from urllib.parse import unquote_plus
 
 from flask import jsonify, request
 
-from ...database import read_only
+from ...readonly import read_only
 from ...errors import APIError, OAuthError
 from ...extensions import db
 from ...schemas import IntrospectForm, RevokeForm, TokenForm, normalize_email

@@ -1,7 +1,7 @@
 """The caller's own account."""
 from flask import g, jsonify
 
-from ...database import read_only
+from ...readonly import read_only
 from ...auth import user_required, user_token_required
 from ...errors import APIError
 from ...extensions import db
