@@ -7,10 +7,26 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import config as config_module
 
 
+class App(Flask):
+    """Flask, remembering `ensure_sync`'s answer per function: Flask asks it for every hook of every request (nine
+    per API call), and each answer costs an `inspect` call."""
+
+    def ensure_sync(self, func):
+        """`func` itself for a plain function; a wrapper for an `async def` one (Flask's rule, remembered)."""
+        known = self.__dict__.setdefault("_sync_functions", {})
+        try:
+            return known[func]
+        except KeyError:
+            made = known[func] = super().ensure_sync(func)
+            return made
+        except TypeError:  # not hashable
+            return super().ensure_sync(func)
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the application: settings, extensions, blueprints, error handlers and CLI."""
     settings = config_module.load(config)
-    app = Flask(__name__, instance_path=settings["INSTANCE_PATH"])
+    app = App(__name__, instance_path=settings["INSTANCE_PATH"])
     app.config.update(settings)
     app.json.sort_keys = False
     from .extensions import SessionCookie

@@ -131,10 +131,18 @@ def init_metrics(app: Flask) -> None:
     request_finished.connect(_request_finished, app)
 
 
+# The labelled series, looked up once each (`labels()` validates and locks on every call); bounded by the routes,
+# METHODS and the status codes the app answers with.
+_series: dict = {}
+
+
 def _request_finished(_app, response, **_extra) -> None:
     duration = request_duration()  # timed from request_started, before any hook: 429s are measured too
-    endpoint = request.endpoint or UNMATCHED
     method = request.method if request.method in METHODS else "other"
-    REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+    key = (request.endpoint or UNMATCHED, method, response.status_code)
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = (REQUESTS.labels(key[0], method, str(key[2])), LATENCY.labels(key[0], method))
+    series[0].inc()
     if duration is not None:
-        LATENCY.labels(endpoint, method).observe(duration)
+        series[1].observe(duration)
