@@ -50,8 +50,15 @@ def _autocommit(engine):
     return found
 
 
-def _refuse_writes(_conn, _cursor, statement, *_args) -> None:
+# Execution options of a write that is atomic on its own (one statement): allowed on the autocommit connection,
+# where it is its own transaction. Refresh rotation is the one such write (services/sessions.py).
+ONE_STATEMENT_WRITE = {"authsvc_one_statement_write": True}
+
+
+def _refuse_writes(_conn, _cursor, statement, _parameters, context, _executemany) -> None:
     # Outside a transaction a write would commit on its own, statement by statement: fail loudly instead.
+    if context.execution_options.get("authsvc_one_statement_write"):
+        return
     if not statement.lstrip()[:6].upper() == "SELECT":
         raise RuntimeError(f"a read-only view tried to write: {statement[:60]!r}")
 
@@ -80,6 +87,12 @@ def reader():
     engine = db.engine
     if engine.dialect.name != "postgresql" or not read_only_request():
         return db.session.connection()
+    return thread_connection(engine)
+
+
+def thread_connection(engine):
+    """This thread's own autocommit connection to `engine` (PostgreSQL), kept across requests: checked when it
+    has been idle, replaced when SQLAlchemy found it broken (the request that found out got a 503)."""
     mine = _readers.get(engine, {}).get(threading.get_ident())
     now = time.monotonic()
     if mine is not None and not (mine[0].closed or mine[0].invalidated):
@@ -88,7 +101,6 @@ def reader():
             return mine[0]
     if mine is not None:
         _discard(mine[0])
-    # A connection that failed mid-query is invalidated by SQLAlchemy; the next request gets a fresh one here.
     connection = _autocommit(engine).connect()
     with _readers_lock:
         _readers.setdefault(engine, {})[threading.get_ident()] = [connection, now]

@@ -3,7 +3,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from authsvc.extensions import db
 from authsvc.models import RefreshToken, Session, User, utcnow
@@ -70,6 +70,26 @@ def test_refresh_after_logout_is_revoked(auth, client):
     pair = auth.signed_in()
     client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
     assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+
+
+@pytest.mark.postgres_only
+def test_on_postgresql_a_rotation_is_one_statement_on_its_own(app, auth):
+    """The whole winning rotation in one round trip, committed by itself (no BEGIN, no COMMIT, no pool checkout)."""
+    pair = auth.signed_in()
+    with app.app_context():
+        engine = db.engine
+    seen, me = [], threading.get_ident()
+
+    def record(conn, _cursor, statement, *_args):
+        if threading.get_ident() == me:  # not the mail sender's thread
+            seen.append((statement.split()[0].upper(), conn.connection.dbapi_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert auth.refresh(pair["refresh_token"]).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert seen == [("WITH", True)]
 
 
 def _unused(app, refresh_token: str) -> bool:
