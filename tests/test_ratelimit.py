@@ -32,6 +32,25 @@ def test_limits_can_be_turned_off(client):
     assert all(client.post("/api/v1/auth/login", json=body).status_code == 401 for _ in range(3))
 
 
+@pytest.mark.settings(RATELIMIT_ENABLED=False)
+def test_turned_off_limits_are_not_evaluated(client, monkeypatch):
+    from authsvc.extensions import limiter
+
+    def evaluated(*args, **kwargs):
+        raise AssertionError("limits evaluated while rate limiting is off")
+    monkeypatch.setattr(limiter, "_check_request_limit", evaluated)
+    body = {"email": "nobody@example.com", "password": "wrong password 1"}
+    assert client.post("/api/v1/auth/login", json=body).status_code == 401
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_MAIL_REQUEST="10/minute", RATELIMIT_MAIL_PER_ADDRESS="2/minute")
+def test_stacked_limits_count_each_request_once(client):
+    # The per-address mail quota sits under the per-client one on the same view: each request is one hit of each.
+    body = {"email": "someone@example.com"}
+    codes = [client.post("/api/v1/auth/password-reset/request", json=body).status_code for _ in range(3)]
+    assert codes[:2] == [202, 202] and codes[2] == 429
+
+
 @pytest.fixture
 def redis_server():
     """A real redis-server on 127.0.0.1 for one test."""
