@@ -128,6 +128,26 @@ def test_text_format_for_terminals(client):
     assert outside.endswith(" INFO authsvc.test: outside any request")
 
 
+def test_json_lines_write_any_extra_and_the_traceback(log_lines):
+    import uuid
+    from datetime import datetime, timezone
+
+    moment, ident = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), uuid.uuid4()
+    log = logging.getLogger("authsvc.test")
+    log.warning("outside %s", "any request", extra={"when": moment, "user_id": ident, "count": 3, "note": "é"})
+    try:
+        raise ValueError("the cause")
+    except ValueError:
+        log.exception("it failed", stack_info=True)
+    plain, failed = log_lines()
+    assert (plain["message"], plain["level"], plain["request_id"]) == ("outside any request", "WARNING", "")
+    assert (plain["when"], plain["user_id"], plain["count"], plain["note"]) == \
+        ("2026-01-02T03:04:05+00:00", str(ident), 3, "é")
+    assert list(plain)[:5] == ["time", "level", "logger", "message", "request_id"] and ISO_UTC.match(plain["time"])
+    assert "ValueError: the cause" in failed["exc_info"] and "Stack (most recent call last)" in failed["stack_info"]
+    assert "exc_info" not in plain and "stack_info" not in plain
+
+
 @pytest.mark.parametrize("settings, expected", [
     ({"AUTHSVC_ENV": "production"}, "json"),
     ({"AUTHSVC_ENV": "development"}, "text"),
