@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import weakref
 
 from flask import Flask, has_request_context, request
 from sqlalchemy import event, exc
@@ -17,6 +18,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # and a check per request would be a round trip per request (pool_pre_ping).
 PING_AFTER_IDLE_SECONDS = 1.0
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+# The engines of this process's apps, for what a fork must do with their connections (readonly.py).
+ENGINES: weakref.WeakSet = weakref.WeakSet()
 
 
 def migrations(app: Flask):
@@ -67,6 +70,7 @@ def configure_engine(app: Flask) -> None:
 
     with app.app_context():
         engine = db.engine
+    ENGINES.add(engine)
     if engine.dialect.name != "sqlite":
         _check_idle_connections(engine)
         return

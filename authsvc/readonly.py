@@ -14,6 +14,7 @@ transactions (database.py decides how they begin).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -131,3 +132,23 @@ def _close_readers(engine) -> None:
         held = _readers.pop(engine, {})
     for connection, _ in held.values():
         _discard(connection)
+
+
+# What a forked child inherited: kept referenced, never used nor closed (see _after_fork).
+_inherited: list = []
+
+
+def _after_fork() -> None:
+    # gunicorn forks its workers from a master that has loaded the app (preload_app). A connection open in the
+    # parent is one socket; used from two processes, their protocol streams would interleave. The child sets its
+    # copies aside unused and unclosed: closing one, or letting the pool reset it, would talk to the parent's
+    # session (psycopg itself never closes a connection in a process that did not open it). New ones follow.
+    global _readers_lock
+    _readers_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    _inherited.append(dict(_readers))
+    _readers.clear()
+    for engine in list(database.ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -2,6 +2,7 @@
 write among them is refused; idle connections are checked before use, busy ones are not."""
 from __future__ import annotations
 
+import os
 import threading
 
 import psycopg
@@ -133,3 +134,33 @@ def test_a_busy_connection_is_not_checked_and_a_lost_one_fails_once(app, auth, c
     answer = client.get("/api/v1/users/me", headers=auth.bearer(pair))
     assert answer.status_code == 503 and answer.json["error"]["code"] == "unavailable"
     assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).status_code == 200
+
+
+@pytest.mark.postgres_only
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(app):
+    # gunicorn forks its workers from a master that loaded the app (preload_app).
+    backend = text("SELECT pg_backend_pid()")
+    with app.app_context():
+        with db.engine.connect() as pooled:
+            pooled_pid = pooled.scalar(backend)  # returned to the pool: a child would be handed this one
+        reader = readonly.thread_connection(db.engine)
+        reader_pid = reader.scalar(backend)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, which reports through the pipe
+            code = 1
+            try:
+                with db.engine.connect() as mine:
+                    pids = {mine.scalar(backend), readonly.thread_connection(db.engine).scalar(backend)}
+                code = 0 if not pids & {pooled_pid, reader_pid} else 2
+            finally:
+                os.write(write, bytes([code]))
+                os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        assert os.read(read, 1) == b"\x00"
+        os.close(read)
+        # The parent's connections were neither closed nor disturbed by the child.
+        assert readonly.thread_connection(db.engine).scalar(backend) == reader_pid
+        alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        assert readonly.thread_connection(db.engine).scalar(alive, {"pid": pooled_pid}) == 1
