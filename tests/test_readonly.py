@@ -27,19 +27,19 @@ def test_the_read_only_views_are_these(app):
 
 
 @pytest.fixture
-def statements(app):
-    """(SQL verb, whether the driver connection was in autocommit) for every statement requests run."""
+def statements(monkeypatch):
+    """(SQL verb, whether the connection was in autocommit) for every statement requests send to PostgreSQL,
+    through SQLAlchemy or straight through the driver (hotread.py)."""
     seen = []
-    with app.app_context():
-        engine = db.engine
+    execute = psycopg.Cursor.execute
 
-    def record(conn, _cursor, statement, *_args):
+    def record(cursor, query, *args, **kwargs):
         if has_request_context():  # not the mail sender's thread
-            seen.append((statement.split()[0].upper(), conn.connection.dbapi_connection.autocommit))
+            seen.append((str(query).split()[0].upper(), cursor.connection.autocommit))
+        return execute(cursor, query, *args, **kwargs)
 
-    event.listen(engine, "before_cursor_execute", record)
-    yield seen
-    event.remove(engine, "before_cursor_execute", record)
+    monkeypatch.setattr(psycopg.Cursor, "execute", record)
+    return seen
 
 
 @pytest.mark.postgres_only

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 from .. import signals
 from ..errors import APIError, validation_error
 from ..extensions import db
+from ..hotread import HotSelect
 from ..readonly import reader
 from ..models import ServiceClient
 from .tokens import expires_in, hash_token, issue_access_token
@@ -39,15 +40,15 @@ def create(name: str, scopes: list[str]) -> tuple[ServiceClient, str]:
 
 # Built once, on the table: every introspection and client_credentials grant authenticates its client.
 _clients = ServiceClient.__table__
-_BY_CLIENT_ID = select(_clients.c.client_id, _clients.c.secret_hash, _clients.c.scopes).where(
-    _clients.c.client_id == bindparam("client_id"))
+_BY_CLIENT_ID = HotSelect(select(_clients.c.client_id, _clients.c.secret_hash, _clients.c.scopes).where(
+    _clients.c.client_id == bindparam("client_id")))
 
 
 def authenticate(client_id: str, secret: str):
     """The client these credentials belong to (its `client_id` and `scopes`), or None (compared in constant
     time)."""
     # No client id holds a NUL, and PostgreSQL refuses one in a query: such an id simply matches no client.
-    client = None if "\x00" in client_id else reader().execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
+    client = None if "\x00" in client_id else _BY_CLIENT_ID.first(reader(), {"client_id": client_id})
     expected = client.secret_hash if client else hash_token("no such client")
     ok = hmac.compare_digest(expected, hash_token(secret))
     return client if client is not None and ok else None

@@ -13,6 +13,7 @@ from flask_jwt_extended import create_access_token, decode_token
 from sqlalchemy import and_, bindparam, exists, select
 
 from ..extensions import db
+from ..hotread import HotSelect
 from ..readonly import reader
 from ..models import RefreshToken, RevokedToken, ServiceClient, Session, User, utcnow
 from . import keys, tokencache
@@ -96,7 +97,7 @@ def is_revoked(payload: dict) -> bool:
 _revoked, _sessions, _users, _clients = (RevokedToken.__table__, Session.__table__, User.__table__,
                                          ServiceClient.__table__)
 _JTI_REVOKED = exists().where(_revoked.c.jti == bindparam("jti"))
-_SESSION_LIVE = (
+_SESSION_LIVE = HotSelect(
     select(_sessions.c.id)
     .select_from(_sessions.join(_users, _users.c.id == _sessions.c.user_id))
     .where(and_(_sessions.c.id == bindparam("sid"), _sessions.c.revoked_at.is_(None), _users.c.is_active.is_(True),
@@ -116,7 +117,7 @@ def _is_revoked(payload: dict) -> bool:
         return True
     # Past the ORM's execution layer (nothing here is an entity), on the hot-read connection: this runs for every
     # token check the memory does not answer.
-    return reader().execute(_SESSION_LIVE, {"sid": session_id, "jti": payload["jti"]}).first() is None
+    return _SESSION_LIVE.first(reader(), {"sid": session_id, "jti": payload["jti"]}) is None
 
 
 def bearer_token(header: str) -> str | None:

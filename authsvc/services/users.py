@@ -9,6 +9,7 @@ from sqlalchemy.orm import joinedload
 
 from ..errors import APIError, validation_error
 from ..extensions import db
+from ..hotread import HotSelect
 from ..readonly import reader
 from ..models import ADMIN_ROLE, Role, User, user_roles
 from ..models.users import user_object
@@ -36,12 +37,12 @@ def profile_of(rows) -> dict | None:
     return user_object(rows[0], sorted(row.name for row in rows if row.name is not None))
 
 
-_PROFILE = profile_select().where(_users.c.id == bindparam("user_id"))
+_PROFILE = HotSelect(profile_select().where(_users.c.id == bindparam("user_id")))
 
 
 def profile(user_id: uuid.UUID) -> dict | None:
     """The contract's User object for `user_id` (as `User.to_dict` gives it), read in one query; None if gone."""
-    return profile_of(reader().execute(_PROFILE, {"user_id": user_id}).all())
+    return profile_of(_PROFILE.all(reader(), {"user_id": user_id}))
 
 
 def find_by_email(email: str) -> User | None:
