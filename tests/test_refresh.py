@@ -2,8 +2,9 @@
 import threading
 from datetime import timedelta
 
+import psycopg
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from authsvc.extensions import db
 from authsvc.models import RefreshToken, Session, User, utcnow
@@ -73,22 +74,19 @@ def test_refresh_after_logout_is_revoked(auth, client):
 
 
 @pytest.mark.postgres_only
-def test_on_postgresql_a_rotation_is_one_statement_on_its_own(app, auth):
+def test_on_postgresql_a_rotation_is_one_statement_on_its_own(app, auth, monkeypatch):
     """The whole winning rotation in one round trip, committed by itself (no BEGIN, no COMMIT, no pool checkout)."""
     pair = auth.signed_in()
-    with app.app_context():
-        engine = db.engine
     seen, me = [], threading.get_ident()
+    execute = psycopg.Cursor.execute
 
-    def record(conn, _cursor, statement, *_args):
+    def record(cursor, query, *args, **kwargs):  # everything sent, through SQLAlchemy or straight (hotread.py)
         if threading.get_ident() == me:  # not the mail sender's thread
-            seen.append((statement.split()[0].upper(), conn.connection.dbapi_connection.autocommit))
+            seen.append((str(query).split()[0].upper(), cursor.connection.autocommit))
+        return execute(cursor, query, *args, **kwargs)
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        assert auth.refresh(pair["refresh_token"]).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    monkeypatch.setattr(psycopg.Cursor, "execute", record)
+    assert auth.refresh(pair["refresh_token"]).status_code == 200
     assert seen == [("WITH", True)]
 
 

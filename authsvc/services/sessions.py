@@ -11,6 +11,7 @@ from .. import signals
 from ..errors import APIError
 from ..extensions import db
 from ..models import RefreshToken, Session, User, utcnow
+from ..hotread import HotSelect
 from ..readonly import ONE_STATEMENT_WRITE, thread_connection
 from ..schemas import header_text
 from . import tokencache, users
@@ -130,7 +131,8 @@ def _one_statement_rotation():
             .add_cte(extended, child))
 
 
-_ROTATE_PG = _one_statement_rotation()
+# Run on psycopg itself (hotread.py); allowed to write on the thread's autocommit connection as one statement.
+_ROTATE_PG = HotSelect(_one_statement_rotation(), execution_options=ONE_STATEMENT_WRITE)
 
 
 def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
@@ -143,10 +145,10 @@ def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
         # run on its own (autocommit) it is exactly as atomic and as durable (committed, fsync included, before
         # the answer), and saves the pool checkout, BEGIN and COMMIT. It revokes nothing (the token memory needs
         # no signal). When it claims nothing, the reasons are looked up in the request's transaction below.
-        rows = thread_connection(engine).execute(_ROTATE_PG, {
+        rows = _ROTATE_PG.all(thread_connection(engine), {
             "hash": token_hash, "now": now, "expires": now + _refresh_lifetime(), "agent": header_text(user_agent, 512),
             "ip": header_text(ip_address, 64), "child_id": uuid.uuid4(), "child_hash": hash_token(child),
-        }, execution_options=ONE_STATEMENT_WRITE).all()
+        })
         if rows:
             return token_pair(users.profile_of(rows), rows[0].session_id, child)
         return _not_claimed(token_hash, child, now)
