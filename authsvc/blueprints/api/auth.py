@@ -44,7 +44,11 @@ def refresh():
     """Rotate a refresh token → new token pair."""
     body = parse(RefreshIn)
     pair = sessions.rotate(body.refresh_token, *client_meta())
-    db.session.commit()
+    session = db.session()
+    # On PostgreSQL a winning rotation has committed itself (sessions.rotate) and this session did nothing: its
+    # commit would only run the ORM's commit machinery and events for an empty transaction.
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        session.commit()
     return jsonify(pair)
 
 
