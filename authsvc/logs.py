@@ -184,7 +184,7 @@ def gunicorn_logconfig() -> dict:
     from .config import Settings
 
     try:
-        settings = Settings()
+        settings = Settings.from_environment()
         fmt, level = settings.log_format(), settings.LOG_LEVEL
     except ValidationError:
         fmt, level = "json", "INFO"  # the worker reports the bad setting itself, in one line, when it loads the app

@@ -75,6 +75,25 @@ def test_environment_is_read(tmp_path, monkeypatch):
     assert cfg["ACCESS_TOKEN_EXPIRE_MINUTES"] == 12 and cfg["TIERS"] == ["a", "b"]
 
 
+def test_dotenv_file_is_read_below_the_environment_and_given_settings(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("# local settings\nACCESS_TOKEN_EXPIRE_MINUTES=12\nTIERS=a, b\n"
+                                   "REFRESH_TOKEN_EXPIRE_DAYS=3\nLOG_LEVEL=WARNING\nNOT_A_SETTING=1\nLONE_NAME\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REFRESH_TOKEN_EXPIRE_DAYS", "4")
+    monkeypatch.delenv("ACCESS_TOKEN_EXPIRE_MINUTES", raising=False)
+    cfg = _load(tmp_path, LOG_LEVEL="ERROR")
+    assert (cfg["ACCESS_TOKEN_EXPIRE_MINUTES"], cfg["TIERS"]) == (12, ["a", "b"])
+    assert (cfg["REFRESH_TOKEN_EXPIRE_DAYS"], cfg["LOG_LEVEL"]) == (4, "ERROR")
+
+
+def test_a_bad_value_in_the_dotenv_file_fails_fast(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("DB_POOL_SIZE=many\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DB_POOL_SIZE", raising=False)
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE"):
+        _load(tmp_path)
+
+
 def _run(tmp_path, args, **env):
     base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL", "AUTHSVC_ENV")}
     base.update(INSTANCE_PATH=str(tmp_path), **env)
