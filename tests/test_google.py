@@ -264,6 +264,12 @@ def test_browser_flow_signs_in_with_cookies_and_goes_to_next(google):
     assert page.status_code == 200 and "web@example.com" in page.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("path", ["/login", "/signup"])
+def test_the_google_button_keeps_next_on_both_pages(google, path):
+    page = google.client.get(f"{path}?next=/account").get_data(as_text=True)
+    assert 'id="google-signin" href="/auth/google/login?next=/account"' in page
+
+
 def test_browser_flow_refuses_a_foreign_next(google):
     response = google.browser_flow("next@example.com", next_="https://evil.example/steal")
     assert response.headers["Location"] == "/account"

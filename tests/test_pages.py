@@ -47,6 +47,22 @@ def test_signup_page_signs_the_browser_in(client, outbox):
     assert outbox.wait_for(lambda m: m["To"] == "web@example.com")
 
 
+def _href(page, element_id: str) -> str:
+    return re.search(rf'id="{element_id}" href="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+
+
+def test_signup_and_login_pages_carry_next_between_them_and_through_the_form(client):
+    assert _href(client.get("/login"), "signup-link") == "/signup"
+    login = client.get("/login?next=/account?tab=2")
+    assert _href(login, "signup-link") == "/signup?next=/account?tab%3D2"
+    signup = client.get(_href(login, "signup-link"))
+    assert _href(signup, "login-link") == "/login?next=/account?tab%3D2"
+    assert 'action="/signup?next=/account?tab%3D2"' in signup.text
+    response = client.post("/signup?next=/account?tab%3D2", data={
+        "csrf_token": csrf_of(signup), "email": "nexter@example.com", "password": PASSWORD})
+    assert response.status_code == 302 and response.headers["Location"] == "/account?tab=2"
+
+
 @pytest.mark.settings(COOKIE_SECURE=True)
 def test_cookies_are_secure_by_setting(auth, client):
     auth.register()

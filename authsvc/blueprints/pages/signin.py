@@ -48,7 +48,7 @@ def logout():
 @limit_posts("RATELIMIT_REGISTER")
 def signup_page():
     """Create an account; the browser is signed in (or asked to confirm the address first)."""
-    form = SignupForm()
+    form, target = SignupForm(), request.args.get("next")
     if form.validate_on_submit():
         try:
             user = accounts.register(form.email.data.strip(), form.password.data, (form.full_name.data or "").strip())
@@ -60,8 +60,8 @@ def signup_page():
                 db.session.commit()
                 return page("message.html", title="Check your mail",
                             text=f"We sent a link to {user.email}. Follow it to confirm your address, then sign in.")
-            return start_browser_session(user, request.args.get("next"))
-    return page("signup.html", 200 if request.method == "GET" else 400, form=form)
+            return start_browser_session(user, target)
+    return page("signup.html", 200 if request.method == "GET" else 400, form=form, next=target)
 
 
 @bp.route("/signup/complete/<token>", methods=["GET", "POST"])
