@@ -32,7 +32,9 @@ class SessionCookie(SecureCookieSessionInterface):
 
     def open_session(self, app, request):
         """An empty session when there is no cookie; otherwise Flask's own reading of it."""
-        if app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        # The raw header first: parsing the cookies walks the whole WSGI environ, for nothing on most requests.
+        if app.config["SESSION_COOKIE_NAME"] not in request.environ.get("HTTP_COOKIE", "") or \
+                app.config["SESSION_COOKIE_NAME"] not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
 

@@ -51,11 +51,8 @@ def forward_auth():  # throttle all users together; the gateway limits its own c
     wanted = request.args.get("role")
     if wanted and wanted not in roles:
         return error_response(403, "forbidden", f"This needs the {wanted[:64]} role.")
-    response = current_app.response_class(status=200)
-    response.headers["X-User-Id"] = payload["sub"]
-    response.headers["X-User-Email"] = payload.get("email", "")
-    response.headers["X-User-Roles"] = ",".join(roles)
+    forwarded = [("X-User-Id", payload["sub"]), ("X-User-Email", payload.get("email", "")),
+                 ("X-User-Roles", ",".join(roles))]
     if "client_id" in payload:
-        response.headers["X-Client-Id"] = payload["client_id"]
-        response.headers["X-Scopes"] = payload.get("scope", "")
-    return response
+        forwarded += [("X-Client-Id", payload["client_id"]), ("X-Scopes", payload.get("scope", ""))]
+    return current_app.response_class(status=200, headers=forwarded)
