@@ -7,6 +7,7 @@ worker marked dead so its live gauges go (its counters stay in the totals).
 """
 import multiprocessing
 import os
+import tempfile
 from pathlib import Path
 
 from gunicorn.glogging import Logger
@@ -54,9 +55,32 @@ logger_class = AppLogsRequests
 
 METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
+# The hashing pool (authsvc/hashpool.py): Argon2 in one small process per core instead of in every worker, whose
+# memory would each grow by the hash's memory cost for good. GUNICORN_HASH_PROCESSES=0 turns it off. The socket
+# is made known to the app through its setting before the app is loaded, and lives in a folder only we can enter.
+HASH_PROCESSES = int(os.environ.get("GUNICORN_HASH_PROCESSES") or _cpus())
+_hash_folder = ""
+if HASH_PROCESSES > 0 and not os.environ.get("PASSWORD_HASH_SOCKET"):
+    _hash_folder = tempfile.mkdtemp(prefix="authsvc-hash-")
+    os.environ["PASSWORD_HASH_SOCKET"] = os.path.join(_hash_folder, "hash.sock")
+_hash_pool: list = []
+
 
 def on_starting(server):
-    """Start the metrics with a clean folder: files of a previous run would be added to this run's totals."""
+    """Start the hashing pool, and the metrics with a clean folder (a previous run's files would be added to this
+    run's totals)."""
+    if HASH_PROCESSES > 0:
+        from pydantic import ValidationError
+
+        from authsvc.config import Settings
+        from authsvc.hashpool import start
+
+        try:
+            settings = Settings.from_environment()
+        except ValidationError:
+            return  # the app reports the bad setting itself, in one line, when it loads
+        _hash_pool.extend(start(settings.PASSWORD_HASH_SOCKET, HASH_PROCESSES, settings.ARGON2_TIME_COST,
+                                settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM))
     if METRICS_DIR:
         folder = Path(METRICS_DIR)
         folder.mkdir(parents=True, exist_ok=True)
@@ -70,3 +94,13 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Stop the hashing pool."""
+    if _hash_pool:
+        from authsvc.hashpool import stop
+
+        stop(_hash_pool, os.environ["PASSWORD_HASH_SOCKET"])
+    if _hash_folder and os.path.isdir(_hash_folder):
+        os.rmdir(_hash_folder)

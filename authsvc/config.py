@@ -59,6 +59,9 @@ class Settings(BaseModel):
     ARGON2_TIME_COST: int = Field(2, ge=1)
     ARGON2_MEMORY_COST: int = Field(19456, ge=8)
     ARGON2_PARALLELISM: int = Field(1, ge=1)
+    # The hashing pool's socket (hashpool.py); gunicorn.conf.py sets it when it starts the pool. Empty: each
+    # worker hashes for itself.
+    PASSWORD_HASH_SOCKET: str = ""
     PASSWORD_MIN_LENGTH: int = Field(8, ge=1)
     PASSWORD_MAX_LENGTH: int = Field(256, ge=8, le=4096)
     MAX_CONTENT_LENGTH: int = Field(64 * 1024, ge=1024)

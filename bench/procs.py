@@ -142,9 +142,26 @@ class Gunicorn:
         """The worker count gunicorn.conf.py asks for in this environment."""
         return int(self.env.get("GUNICORN_WORKERS", usable_cpus() * 2 + 1))
 
+    def _children(self) -> dict[int, bool]:
+        """The master's children: pid -> whether it is a hashing-pool process (not a worker)."""
+        if not self.proc or self.proc.poll() is not None:
+            return {}
+        found = {}
+        for pid in children_of(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    found[pid] = b"hashpool.py" in fh.read()
+            except OSError:
+                continue
+        return found
+
     def workers(self) -> list[int]:
         """The gunicorn master's worker pids."""
-        return children_of(self.proc.pid) if self.proc and self.proc.poll() is None else []
+        return [pid for pid, pool in self._children().items() if not pool]
+
+    def hash_pool(self) -> list[int]:
+        """The pids of the hashing pool's processes (children of the master too)."""
+        return [pid for pid, pool in self._children().items() if pool]
 
     def stop(self) -> None:
         """Stop gunicorn gracefully (SIGTERM), then whatever is left of it."""
@@ -162,11 +179,14 @@ class MemorySampler(threading.Thread):
         self.interval, self.servers, self.phase, self.target = interval, [], None, None
         self.peaks: dict[str, dict] = {}
         self.seen: dict[int, int] = {}  # worker pid -> last VmHWM (kB)
+        self.pool_seen: dict[int, int] = {}  # hashing-pool pid -> last VmHWM (kB)
         self._stop = threading.Event()
 
     def sample(self) -> None:
-        """Record each watched worker's VmHWM under the current phase."""
+        """Record each watched worker's VmHWM under the current phase (and the hashing pool's)."""
         for server in list(self.servers):
+            for pid in server.hash_pool() if server.app_spec == "wsgi:app" else ():
+                self.pool_seen[pid] = max(self.pool_seen.get(pid, 0), proc_status_kb(pid, "VmHWM") or 0)
             for pid in server.workers():
                 hwm, rss = proc_status_kb(pid, "VmHWM"), proc_status_kb(pid, "VmRSS")
                 if hwm is None:

@@ -66,7 +66,8 @@ def markdown(results: dict) -> str:
                      f"| {r['errors']} | {limit} | {fmt(r['ratio'])} | {fmt(r['cpu_ratio'])} "
                      f"| {', '.join(target) or '-'} | {r['result']} |")
     out = ["\n".join(lines), "",
-           "CPU time per request, summed over the measured slices (the service's gunicorn master and workers, "
+           "CPU time per request, summed over the measured slices (the service's gunicorn master, workers and hashing "
+           "pool, "
            "every PostgreSQL process, wrk), and the cores other processes on the machine kept busy meanwhile:", "",
            "| workload | service | PostgreSQL | wrk | total | limit's total | other work (cores) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -93,7 +94,9 @@ def markdown(results: dict) -> str:
     out.append(f"- Workers' peak memory (VmHWM, max over the {mem.get('workers_seen', '?')} workers seen): "
                f"{mem.get('worker_peak_hwm_mb', 0):.1f} MB (limit {MEMORY_LIMIT_MB} MB: "
                f"{'PASS' if results['summary']['memory_ok'] else 'FAIL'}); gunicorn master "
-               f"{mem.get('master_hwm_mb', 0):.1f} MB.")
+               f"{mem.get('master_hwm_mb', 0):.1f} MB"
+               + (f"; hashing pool ({mem['hash_pool_processes']} processes, counted in the service's CPU) "
+                  f"{mem['hash_pool_peak_hwm_mb']:.1f} MB each at most." if mem.get("hash_pool_processes") else "."))
     if "revocation" in results:
         r = results["revocation"]
         out.append(f"- Revocation: after a logout on instance A, A refused "

@@ -395,6 +395,8 @@ class Bench:
             "workers_now": workers,
             "master_hwm_mb": (proc_status_kb(master, "VmHWM") or 0) / 1024,
             "workers_seen": len(self.memory.seen),
+            "hash_pool_peak_hwm_mb": max(self.memory.pool_seen.values(), default=0) / 1024,
+            "hash_pool_processes": len(self.memory.pool_seen),
         }
         self.results["machine"]["loadavg_end"] = os.getloadavg()
 

@@ -1,7 +1,9 @@
 """Password hashing (Argon2id, with legacy bcrypt verification) and the password policy."""
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from functools import lru_cache
 from importlib import resources
 
@@ -10,35 +12,60 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
+from .. import hashpool
 from ..errors import validation_error
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+log = logging.getLogger(__name__)
 
 
 class Hasher:
-    """Argon2id with the configured parameters, plus the dummy hash that unknown accounts are checked against."""
+    """Argon2id with the configured parameters, plus the dummy hash that unknown accounts are checked against.
 
-    def __init__(self, time_cost: int, memory_cost: int, parallelism: int):
+    With `pool` (PASSWORD_HASH_SOCKET, set by gunicorn.conf.py) each Argon2 computation runs in the hashing pool
+    (hashpool.py), and here only if the pool does not answer.
+    """
+
+    def __init__(self, time_cost: int, memory_cost: int, parallelism: int, pool: str = ""):
         self.argon2 = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
         )
+        self.pool, self._pool_warned = pool, 0.0
         # A login for an unknown email, or an account without a password, verifies against this hash so it
         # spends the same Argon2 work as a real one: response time does not reveal which accounts exist.
-        self.dummy_hash = self.argon2.hash(secrets.token_urlsafe(16))
+        self.dummy_hash = self.hash(secrets.token_urlsafe(16))
 
     def hash(self, password: str) -> str:
         """Hash a new password with Argon2id."""
+        if self.pool:
+            try:
+                return hashpool.hash_password(self.pool, password)
+            except hashpool.PoolUnavailable as exc:
+                self._pool_down(exc)
         return self.argon2.hash(password)
+
+    def _argon2_matches(self, stored: str, password: str) -> bool:
+        if self.pool:
+            try:
+                return hashpool.verify(self.pool, stored, password)
+            except hashpool.PoolUnavailable as exc:
+                self._pool_down(exc)
+        try:
+            return self.argon2.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _pool_down(self, exc: Exception) -> None:
+        # Hashing here is correct, only heavier on this worker's memory: say so, once a minute at most.
+        if time.monotonic() - self._pool_warned > 60:
+            self._pool_warned = time.monotonic()
+            log.warning("the hashing pool did not answer (%s); hashing in the worker", exc)
 
     def verify(self, stored: str | None, password: str) -> tuple[bool, str | None]:
         """Check `password` against `stored`; return (matches, replacement hash if the stored one is outdated)."""
         if stored and stored.startswith(BCRYPT_PREFIXES):
             return self._verify_bcrypt(stored, password)
-        try:
-            self.argon2.verify(stored or self.dummy_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False, None
-        if stored is None:
+        if not self._argon2_matches(stored or self.dummy_hash, password) or stored is None:
             return False, None
         return True, (self.hash(password) if self.argon2.check_needs_rehash(stored) else None)
 
@@ -59,7 +86,8 @@ def hasher() -> Hasher:
     found = current_app.extensions.get("authsvc.hasher")
     if found is None:
         cfg = current_app.config
-        found = Hasher(cfg["ARGON2_TIME_COST"], cfg["ARGON2_MEMORY_COST"], cfg["ARGON2_PARALLELISM"])
+        found = Hasher(cfg["ARGON2_TIME_COST"], cfg["ARGON2_MEMORY_COST"], cfg["ARGON2_PARALLELISM"],
+                       pool=cfg["PASSWORD_HASH_SOCKET"])
         current_app.extensions["authsvc.hasher"] = found
     return found
 

@@ -1,0 +1,155 @@
+"""The hashing pool: Argon2 in processes of their own, answering the workers over a private Unix socket; the
+workers hash for themselves whenever it does not answer."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from argon2 import PasswordHasher, Type
+
+from authsvc import hashpool
+from authsvc.services.passwords import Hasher
+
+from .conftest import PASSWORD, TEST_SETTINGS, remember
+from .gunicornserver import Gunicorn
+
+CHEAP = (1, 8, 1)  # time cost, memory cost (KiB), parallelism: as the rest of the suite
+LOCAL = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
+
+
+@pytest.fixture
+def pool(tmp_path):
+    """A pool of two processes on a socket in the test's folder; the socket's path."""
+    path = str(tmp_path / "hash.sock")
+    processes = hashpool.start(path, 2, *CHEAP)
+    yield path
+    hashpool.stop(processes, path)
+
+
+def test_the_pool_verifies_and_hashes(pool):
+    stored = LOCAL.hash(PASSWORD)
+    assert hashpool.verify(pool, stored, PASSWORD) is True
+    assert hashpool.verify(pool, stored, PASSWORD + "x") is False
+    assert hashpool.verify(pool, "not a hash at all", PASSWORD) is False
+    made = hashpool.hash_password(pool, "pässword with ünïcode")
+    assert made.startswith("$argon2id$") and LOCAL.verify(made, "pässword with ünïcode")
+
+
+def test_only_its_owner_can_open_the_socket(pool):
+    assert stat.S_IMODE(os.stat(pool).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"X", b"Q" + b"\x00\x00\x00\x00", b"V\x00\x00\x00\x05ab", b"H" + (10**6).to_bytes(4, "big") + b"xx", b"",
+])
+def test_a_malformed_request_costs_only_its_connection(pool, request_bytes):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(pool)
+        sock.sendall(request_bytes)
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            answer = sock.recv(100)
+        except ConnectionResetError:  # closed with the rest of the request unread
+            answer = b""
+        assert answer in (b"", b"E\x00\x00\x00\x00")
+    assert hashpool.verify(pool, LOCAL.hash(PASSWORD), PASSWORD) is True
+
+
+def test_a_hasher_uses_the_pool_and_hashes_itself_when_it_is_gone(tmp_path, caplog):
+    path = str(tmp_path / "hash.sock")
+    processes = hashpool.start(path, 1, *CHEAP)
+    hasher = Hasher(*CHEAP, pool=path)
+    stored = hasher.hash(PASSWORD)
+    assert hasher.verify(stored, PASSWORD) == (True, None)
+    hashpool.stop(processes, path)
+    with caplog.at_level(logging.WARNING, logger="authsvc.services.passwords"):
+        assert hasher.verify(stored, PASSWORD) == (True, None)
+        assert hasher.verify(stored, "wrong password") == (False, None)
+        assert hasher.verify(None, PASSWORD) == (False, None)  # the dummy hash, made by the pool earlier
+    assert [r for r in caplog.records if "hashing pool did not answer" in r.getMessage()]
+    with pytest.raises(hashpool.PoolUnavailable):
+        hashpool.verify(path, stored, PASSWORD)
+
+
+def test_pool_processes_end_when_their_parent_is_killed(tmp_path):
+    path = str(tmp_path / "hash.sock")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from authsvc import hashpool; "
+        "print(' '.join(str(p.pid) for p in hashpool.start(sys.argv[2], 2, 1, 8, 1)), flush=True); time.sleep(60)"),
+        str(Path(__file__).resolve().parent.parent), path], stdout=subprocess.PIPE, text=True)
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD) is True
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        for pid in pids:
+            try:
+                os.waitpid(pid, os.WNOHANG)  # not ours to reap (init is), but harmless
+            except ChildProcessError:
+                pass
+        time.sleep(0.2)
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == []
+
+
+def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_path):
+    database = tmp_path / "pool.db"
+    shutil.copyfile(sqlite_template, database)
+    server = Gunicorn({"AUTHSVC_ENV": "production", "SECRET_KEY": TEST_SETTINGS["SECRET_KEY"],
+                       "DATABASE_URL": f"sqlite:///{database}", "INSTANCE_PATH": str(tmp_path / "instance"),
+                       "MAIL_WORKER": "false", "RATELIMIT_ENABLED": "false", "GUNICORN_HASH_PROCESSES": "2",
+                       # parameters whose memory would show: 64 MiB a hash
+                       "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "65536", "ARGON2_PARALLELISM": "1"},
+                      workers=1)
+    server.start()
+    try:
+        children = _children(server.process.pid)
+        pool_pids = [pid for pid in children if b"hashpool.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        [worker] = [pid for pid in children if pid not in pool_pids]
+        assert len(pool_pids) == 2
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        before = _peak_kb(worker)
+        remember(PASSWORD)
+        body = {"email": "pool@example.com", "password": PASSWORD}
+        assert requests.post(server.url + "/api/v1/auth/register", json=body, timeout=30).status_code == 201
+        for _ in range(3):
+            assert requests.post(server.url + "/api/v1/auth/login", json=body, timeout=30).status_code == 200
+        wrong = {**body, "password": PASSWORD + "x"}
+        assert requests.post(server.url + "/api/v1/auth/login", json=wrong, timeout=30).status_code == 401
+        # Hashing in the worker would have added Argon2's 64 MiB to its peak; the first sign-up and sign-in add
+        # about 12 MiB of their own (code and caches met for the first time).
+        assert _peak_kb(worker) - before < 40 * 1024
+    finally:
+        server.stop()
+    assert not [pid for pid in pool_pids if Path(f"/proc/{pid}").exists()]
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+def _peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for {pid}")
