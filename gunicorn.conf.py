@@ -61,8 +61,11 @@ METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 HASH_PROCESSES = int(os.environ.get("GUNICORN_HASH_PROCESSES") or _cpus())
 _hash_folder = ""
 if HASH_PROCESSES > 0 and not os.environ.get("PASSWORD_HASH_SOCKET"):
-    _hash_folder = tempfile.mkdtemp(prefix="authsvc-hash-")
-    os.environ["PASSWORD_HASH_SOCKET"] = os.path.join(_hash_folder, "hash.sock")
+    try:
+        _hash_folder = tempfile.mkdtemp(prefix="authsvc-hash-")
+        os.environ["PASSWORD_HASH_SOCKET"] = os.path.join(_hash_folder, "hash.sock")
+    except OSError:  # no writable temporary folder: the workers hash for themselves
+        HASH_PROCESSES = 0
 _hash_pool: list = []
 
 
@@ -79,8 +82,11 @@ def on_starting(server):
             settings = Settings.from_environment()
         except ValidationError:
             return  # the app reports the bad setting itself, in one line, when it loads
-        _hash_pool.extend(start(settings.PASSWORD_HASH_SOCKET, HASH_PROCESSES, settings.ARGON2_TIME_COST,
-                                settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM))
+        try:
+            _hash_pool.extend(start(settings.PASSWORD_HASH_SOCKET, HASH_PROCESSES, settings.ARGON2_TIME_COST,
+                                    settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM))
+        except OSError as exc:  # the service still runs: each worker hashes for itself (and says so)
+            server.log.warning("hashing pool not started: %s", exc)
     if METRICS_DIR:
         folder = Path(METRICS_DIR)
         folder.mkdir(parents=True, exist_ok=True)

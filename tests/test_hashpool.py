@@ -153,3 +153,24 @@ def _peak_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_gunicorn_serves_without_the_pool_when_it_cannot_start(sqlite_template, tmp_path):
+    database = tmp_path / "nopool.db"
+    shutil.copyfile(sqlite_template, database)
+    server = Gunicorn({"AUTHSVC_ENV": "production", "SECRET_KEY": TEST_SETTINGS["SECRET_KEY"],
+                       "DATABASE_URL": f"sqlite:///{database}", "INSTANCE_PATH": str(tmp_path / "instance"),
+                       "MAIL_WORKER": "false", "RATELIMIT_ENABLED": "false", "GUNICORN_HASH_PROCESSES": "1",
+                       "PASSWORD_HASH_SOCKET": str(tmp_path / "no-such-folder" / "hash.sock"),
+                       "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8", "ARGON2_PARALLELISM": "1"},
+                      workers=1)
+    server.start()
+    try:
+        remember(PASSWORD)
+        body = {"email": "nopool@example.com", "password": PASSWORD}
+        assert requests.post(server.url + "/api/v1/auth/register", json=body, timeout=30).status_code == 201
+        assert requests.post(server.url + "/api/v1/auth/login", json=body, timeout=30).status_code == 200
+        log = server.tail(200)
+    finally:
+        server.stop()
+    assert "hashing pool not started" in log and "hashing in the worker" in log
