@@ -7,7 +7,7 @@ import re
 import time
 import weakref
 
-from flask import Flask, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import event, exc
 
 from .config import PROJECT_ROOT
@@ -50,6 +50,27 @@ def migration_head() -> str | None:
     return heads.pop() if len(heads) == 1 and None not in revisions else None
 
 
+def writes(view):
+    """Mark a GET view that writes (a mail link, an OAuth callback): on SQLite its transaction takes the write lock
+    when it starts, as every POST's does."""
+    view.writes = True
+    return view
+
+
+def begin_writing() -> None:
+    """Start the request's transaction now, holding SQLite's write lock (elsewhere, as usual); for a GET that turns
+    out to write. The request must not have used the database yet, or must have committed what it read."""
+    from .extensions import db
+
+    session = db.session()
+    if not session.in_transaction():
+        session.connection(execution_options={"authsvc_immediate": True})
+
+
+def _writing_view() -> bool:
+    return getattr(current_app.view_functions.get(request.endpoint), "writes", False)
+
+
 def _sqlite_begin_mode(conn) -> str:
     # SQLite lets a transaction that has read upgrade to writing only if nobody wrote since, and fails at once
     # (no busy wait) when someone did. Requests that may write therefore take the write lock when they start
@@ -59,7 +80,7 @@ def _sqlite_begin_mode(conn) -> str:
         return "BEGIN IMMEDIATE"
     if options.get("authsvc_deferred"):
         return "BEGIN"
-    if has_request_context() and request.method in SAFE_METHODS:
+    if has_request_context() and request.method in SAFE_METHODS and not _writing_view():
         return "BEGIN"
     return "BEGIN IMMEDIATE"
 

@@ -193,6 +193,27 @@ def test_verify_link_verifies_on_get(auth, client, outbox):
     assert client.get(path).status_code == 400
 
 
+@pytest.mark.sqlite_only
+def test_a_get_that_writes_waits_for_another_writer_instead_of_failing(app, auth, client, outbox):
+    """SQLite: a GET begins without the write lock; one that writes (a mail link) takes it at once, so a writer
+    busy meanwhile (the mail sender, another request) delays it rather than failing it."""
+    import sqlite3
+    import threading
+
+    auth.register()
+    link = next(u for u in links(outbox.wait_for(lambda m: m["To"] == "user@example.com")) if "/verify-email/" in u)
+    other = sqlite3.connect(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"), timeout=10,
+                            isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock...
+    releaser = threading.Timer(0.5, lambda: other.execute("COMMIT"))  # ...for half a second
+    releaser.start()
+    try:
+        assert client.get(link.split("localhost", 1)[1]).status_code == 200
+    finally:
+        releaser.join()
+        other.close()
+
+
 def test_unknown_pages_are_html(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404 and response.mimetype == "text/html"

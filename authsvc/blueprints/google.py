@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, session, url_for
 
+from ..database import writes
 from ..errors import APIError
 from ..extensions import db
 from ..limits import limit
@@ -68,6 +69,7 @@ def link():
 
 
 @bp.get("/auth/google/callback")
+@writes
 @limit("RATELIMIT_LOGIN")
 def callback():
     """Where Google sends the browser back: finish the sign-in or the link."""

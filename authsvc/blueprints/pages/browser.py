@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import current_app, g, redirect, request, url_for
 from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
+from ...database import begin_writing
 from ...errors import APIError
 from ...extensions import db
 from ...services import sessions, tokens, users
@@ -60,6 +61,10 @@ def load_browser_user() -> None:
     refresh = request.cookies.get(REFRESH_COOKIE)
     if not refresh:
         return
+    # A page load (a GET, so its transaction began without SQLite's write lock) that must rotate: end what it read,
+    # then write holding the lock, or a writer committing meanwhile would make the rotation fail outright.
+    db.session.commit()
+    begin_writing()
     try:
         pair = sessions.rotate(refresh, request.headers.get("User-Agent", ""), request.remote_addr or "")
     except APIError as exc:

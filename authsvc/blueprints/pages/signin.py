@@ -1,6 +1,7 @@
 """Pages for signing in and out, signing up, and following mailed links."""
 from flask import current_app, flash, g, redirect, request, url_for
 
+from ...database import writes
 from ...errors import APIError
 from ...extensions import db
 from ...limits import limit_mail_per_address
@@ -87,6 +88,7 @@ def signup_complete(token: str):
 
 
 @bp.get("/verify-email/<token>")
+@writes
 def verify_email(token: str):
     """Confirm an address in one click from the mail."""
     try:
