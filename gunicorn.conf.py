@@ -66,7 +66,6 @@ if HASH_PROCESSES > 0 and not os.environ.get("PASSWORD_HASH_SOCKET"):
         os.environ["PASSWORD_HASH_SOCKET"] = os.path.join(_hash_folder, "hash.sock")
     except OSError:  # no writable temporary folder: the workers hash for themselves
         HASH_PROCESSES = 0
-_hash_pool: list = []
 
 
 def on_starting(server):
@@ -83,10 +82,14 @@ def on_starting(server):
         except ValidationError:
             return  # the app reports the bad setting itself, in one line, when it loads
         try:
-            _hash_pool.extend(start(settings.PASSWORD_HASH_SOCKET, HASH_PROCESSES, settings.ARGON2_TIME_COST,
-                                    settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM))
+            pool = start(settings.PASSWORD_HASH_SOCKET, HASH_PROCESSES, settings.ARGON2_TIME_COST,
+                         settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM)
         except OSError as exc:  # the service still runs: each worker hashes for itself (and says so)
             server.log.warning("hashing pool not started: %s", exc)
+            server.authsvc_hash_pool = ([], "", _hash_folder)
+            return
+        # Kept on the arbiter, not in this module: a HUP re-reads this file as a new module.
+        server.authsvc_hash_pool = (pool, settings.PASSWORD_HASH_SOCKET, _hash_folder)
     if METRICS_DIR:
         folder = Path(METRICS_DIR)
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,10 +106,14 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Stop the hashing pool."""
-    if _hash_pool:
+    """Stop the hashing pool and remove its folder."""
+    pool, path, folder = getattr(server, "authsvc_hash_pool", ([], "", ""))
+    if pool:
         from authsvc.hashpool import stop
 
-        stop(_hash_pool, os.environ["PASSWORD_HASH_SOCKET"])
-    if _hash_folder and os.path.isdir(_hash_folder):
-        os.rmdir(_hash_folder)
+        stop(pool, path)
+    if folder and os.path.isdir(folder):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: not ours to clear
+            pass

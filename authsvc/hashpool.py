@@ -2,13 +2,14 @@
 
 Each Argon2 verification needs its memory cost (19 MiB by default) in the process that runs it, and glibc keeps
 that block afterwards: every gunicorn worker that ever hashed carried 19 MiB more for good. With the pool (started
-by gunicorn.conf.py; `PASSWORD_HASH_PROCESSES`), the workers send each hash to one of these processes over a Unix
+by gunicorn.conf.py; `GUNICORN_HASH_PROCESSES`), the workers send each hash to one of these processes over a Unix
 socket only the service's user can open, and wait for the answer: the Argon2 memory exists once per core, not
 once per worker, and at most one hash per core runs at a time.
 
 This module is the whole pool: the server loop (run as a script, so it imports nothing of the app: about 13 MiB
 before its Argon2 block) and the client the app uses. Anything that goes wrong on the client's side of the socket
-(no pool, a process gone, a timeout) is raised as `PoolUnavailable`; passwords.py then hashes in the worker itself.
+(no pool, a process gone, a timeout, a listener that is not running as our own user) is raised as
+`PoolUnavailable`; passwords.py then hashes in the worker itself.
 
 Wire format, one request per connection: a request is `op` (1 byte: `V` verify, `H` hash), then length-prefixed
 (4 bytes, big-endian) fields: for `V` the stored hash and the password, for `H` the password. The answer is one
@@ -19,11 +20,17 @@ from __future__ import annotations
 import os
 import select
 import socket
+import stat
 import struct
 import sys
+import time
 
-MAX_FIELD = 8192  # a stored hash is about 100 bytes and a password at most 4096 characters of UTF-8: refuse more
-TIMEOUT_SECONDS = 30.0  # gunicorn's own worker timeout; a queue of a few hashes per core takes milliseconds
+MAX_FIELD = 32768  # a stored hash is about 100 bytes and a password at most 4096 characters (16 KiB of UTF-8)
+# The whole exchange, connecting included. Well under gunicorn's worker timeout (30 s), so that a stalled pool
+# leads to hashing in the worker, not to the worker being killed; a queue of a few hashes per core takes
+# milliseconds.
+TIMEOUT_SECONDS = 5.0
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class PoolUnavailable(Exception):
@@ -34,9 +41,11 @@ def _field(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
+def _read_exactly(sock: socket.socket, size: int, deadline: float | None = None) -> bytes:
     chunks, left = [], size
     while left:
+        if deadline is not None:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
         chunk = sock.recv(left)
         if not chunk:
             raise ConnectionError("connection closed mid-message")
@@ -45,23 +54,31 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_field(sock: socket.socket) -> bytes:
-    (size,) = struct.unpack(">I", _read_exactly(sock, 4))
+def _read_field(sock: socket.socket, deadline: float | None = None) -> bytes:
+    (size,) = struct.unpack(">I", _read_exactly(sock, 4, deadline))
     if size > MAX_FIELD:
         raise ValueError("field too long")
-    return _read_exactly(sock, size)
+    return _read_exactly(sock, size, deadline)
 
 
 # --- the client (in the web workers) ---------------------------------------------------------------------------
 
 def _ask(path: str, request: bytes) -> tuple[bytes, bytes]:
+    deadline = time.monotonic() + TIMEOUT_SECONDS
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(TIMEOUT_SECONDS)
             sock.connect(path)
+            # A password goes only to a process of our own user: a socket path someone else got to first (a
+            # shared folder, a stale setting) is never trusted with one, nor with the answer.
+            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            _pid, uid, _gid = _PEERCRED.unpack(credentials)
+            if uid != os.geteuid():
+                raise PermissionError(f"the socket's listener runs as uid {uid}")
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
             sock.sendall(request)
-            status = _read_exactly(sock, 1)
-            return status, _read_field(sock)
+            status = _read_exactly(sock, 1, deadline)
+            return status, _read_field(sock, deadline)
     except (OSError, ValueError, struct.error) as exc:
         raise PoolUnavailable(f"{exc.__class__.__name__}: {exc}") from None
 
@@ -117,8 +134,8 @@ def serve(listener: socket.socket, parent: int, time_cost: int, memory_cost: int
             conn.settimeout(TIMEOUT_SECONDS)
             try:
                 _answer(hasher, conn)
-            except (OSError, ValueError, UnicodeDecodeError, struct.error):
-                pass  # a broken or malformed request costs its own connection only
+            except Exception:  # noqa: BLE001 - a broken or malformed request costs its own connection only
+                pass
 
 
 def start(path: str, processes: int, time_cost: int, memory_cost: int, parallelism: int) -> list:
@@ -129,7 +146,9 @@ def start(path: str, processes: int, time_cost: int, memory_cost: int, paralleli
     """
     import subprocess
 
-    if os.path.exists(path):
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):  # never delete anything but a stale socket
+            raise FileExistsError(f"{path} exists and is not a socket")
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # created 0600: only the service's own user may ask for hashes
@@ -138,13 +157,19 @@ def start(path: str, processes: int, time_cost: int, memory_cost: int, paralleli
     finally:
         os.umask(old_umask)
     listener.listen(128)
+    started: list = []
     try:
         fd = listener.fileno()
-        return [subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd), str(os.getpid()),
-                                  str(time_cost), str(memory_cost), str(parallelism)], pass_fds=(fd,), close_fds=True)
-                for _ in range(processes)]
+        for _ in range(processes):
+            started.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd), str(os.getpid()),
+                                             str(time_cost), str(memory_cost), str(parallelism)],
+                                            pass_fds=(fd,), close_fds=True))
+    except OSError:
+        stop(started, path)
+        raise
     finally:
         listener.close()
+    return started
 
 
 def stop(processes: list, path: str) -> None:
@@ -156,7 +181,7 @@ def stop(processes: list, path: str) -> None:
             process.wait(timeout=5)
         except Exception:  # noqa: BLE001 - one that will not end is killed
             process.kill()
-    if os.path.exists(path):
+    if os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
         os.unlink(path)
 
 

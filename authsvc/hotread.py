@@ -67,8 +67,10 @@ class HotSelect:
         compiled = None
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
             built = self.statement.compile(dialect=dialect)
-            processors = [(name, bind.type.dialect_impl(dialect).bind_processor(dialect))
-                          for name, bind in built.binds.items()]
+            # Keyed as `construct_params` keys its values: a literal in the statement is an anonymous parameter
+            # whose key is not the name it is filed under in `binds`.
+            processors = [(built.bind_names[bind], bind.type.dialect_impl(dialect).bind_processor(dialect))
+                          for bind in built.binds.values()]
             converters = [column.type.dialect_impl(dialect).result_processor(dialect, None)
                           for column in self.statement.selected_columns]
             compiled = (str(built), built.construct_params, [(n, p) for n, p in processors if p is not None],

@@ -174,3 +174,41 @@ def test_gunicorn_serves_without_the_pool_when_it_cannot_start(sqlite_template, 
     finally:
         server.stop()
     assert "hashing pool not started" in log and "hashing in the worker" in log
+
+
+def test_the_pool_never_deletes_a_file_that_is_not_its_socket(tmp_path):
+    precious = tmp_path / "authsvc.db"
+    precious.write_text("data")
+    with pytest.raises(FileExistsError):
+        hashpool.start(str(precious), 1, *CHEAP)
+    assert precious.read_text() == "data"
+
+
+def test_a_listener_that_does_not_answer_in_time_is_given_up(tmp_path, monkeypatch):
+    path = str(tmp_path / "silent.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(path)
+        silent.listen(1)  # accepts connections (the kernel does), never answers
+        monkeypatch.setattr(hashpool, "TIMEOUT_SECONDS", 0.3)
+        started = time.monotonic()
+        with pytest.raises(hashpool.PoolUnavailable):
+            hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD)
+        assert time.monotonic() - started < 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs another user to listen")
+def test_a_password_goes_only_to_a_listener_of_our_own_user(tmp_path):
+    path = str(tmp_path / "foreign.sock")
+    # Another user's process listening on the path, ready to say "match" to anything.
+    impostor = subprocess.Popen([sys.executable, "-c", (
+        "import os, socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); "
+        "os.setgid(65534); os.setuid(65534); s.listen(1); print('ready', flush=True); "
+        "c, _ = s.accept(); c.recv(65536); c.sendall(b'1' + bytes(4)); c.close()"), path],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert impostor.stdout.readline().strip() == "ready"
+        with pytest.raises(hashpool.PoolUnavailable, match="uid 65534"):
+            hashpool.verify(path, LOCAL.hash(PASSWORD), "any password at all")
+    finally:
+        impostor.kill()
+        impostor.wait()

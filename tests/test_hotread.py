@@ -67,3 +67,15 @@ def test_a_driver_error_comes_out_as_sqlalchemys(app):
         by_email = HotSelect(select(_users.c.id).where(_users.c.email == bindparam("email")))
         with pytest.raises(exc.DBAPIError):
             by_email.all(db.session.connection(), {"email": "nul\x00byte"})  # PostgreSQL refuses NUL in text
+
+
+@pytest.mark.postgres_only
+def test_literal_values_in_the_statement_are_converted_too(app, auth):
+    from authsvc.models import utcnow
+
+    auth.register("three@example.com")
+    with app.app_context():
+        # utcnow() becomes an anonymous parameter of our UTC type, whose conversion must find its value.
+        recent = HotSelect(select(_users.c.email).where(_users.c.created_at < utcnow(),
+                                                        _users.c.email == bindparam("email")))
+        assert recent.first(db.session.connection(), {"email": "three@example.com"}).email == "three@example.com"

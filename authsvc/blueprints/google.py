@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, session, url_for
 
-from ..database import writes
+from ..database import begin_writing
 from ..errors import APIError
 from ..extensions import db
 from ..limits import limit
@@ -69,7 +69,6 @@ def link():
 
 
 @bp.get("/auth/google/callback")
-@writes
 @limit("RATELIMIT_LOGIN")
 def callback():
     """Where Google sends the browser back: finish the sign-in or the link."""
@@ -80,6 +79,10 @@ def callback():
         if flow is None:  # never guess the intent: a dropped link attempt must not turn into a sign-in
             raise APIError(400, "bad_request", "This sign-in attempt expired or did not start here. Try again.")
         claims = google.finish_authorization()
+        # The code exchange with Google is over: only now take SQLite's write lock (a GET began without it), so no
+        # writer waits on the network. What the request read so far is ended first.
+        db.session.commit()
+        begin_writing()
         if flow["intent"] == "link":
             if g.user is None or str(g.user.id) != flow["user_id"]:
                 raise APIError(401, "unauthorized", "Sign in again to link your Google account.")
