@@ -58,17 +58,18 @@ def writes(view):
 
 
 def begin_writing() -> None:
-    """Start the request's transaction now, holding SQLite's write lock (elsewhere, as usual); for a GET that turns
-    out to write. The request must not have used the database yet, or must have committed what it read."""
+    """For a GET that turns out to write, once it has only read: end what it read (a commit of nothing staged) and
+    go on in a transaction holding SQLite's write lock (elsewhere, an ordinary one)."""
     from .extensions import db
 
     session = db.session()
-    if not session.in_transaction():
-        session.connection(execution_options={"authsvc_immediate": True})
+    session.commit()
+    session.connection(execution_options={"authsvc_immediate": True})
 
 
-def _writing_view() -> bool:
-    return getattr(current_app.view_functions.get(request.endpoint), "writes", False)
+def view_marked(mark: str) -> bool:
+    """Whether the current request's view carries `mark` (set by `writes`, `readonly.read_only`)."""
+    return has_request_context() and getattr(current_app.view_functions.get(request.endpoint), mark, False)
 
 
 def _sqlite_begin_mode(conn) -> str:
@@ -80,7 +81,7 @@ def _sqlite_begin_mode(conn) -> str:
         return "BEGIN IMMEDIATE"
     if options.get("authsvc_deferred"):
         return "BEGIN"
-    if has_request_context() and request.method in SAFE_METHODS and not _writing_view():
+    if has_request_context() and request.method in SAFE_METHODS and not view_marked("writes"):
         return "BEGIN"
     return "BEGIN IMMEDIATE"
 

@@ -19,7 +19,6 @@ import threading
 import time
 import weakref
 
-from flask import current_app, has_request_context, request
 from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy import event
 
@@ -34,9 +33,7 @@ def read_only(view):
 
 def read_only_request() -> bool:
     """Whether the current request is served by a `read_only` view."""
-    if not has_request_context():
-        return False
-    return getattr(current_app.view_functions.get(request.endpoint), "read_only", False)
+    return database.view_marked("read_only")
 
 
 _autocommit_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

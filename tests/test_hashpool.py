@@ -104,16 +104,28 @@ def test_pool_processes_end_when_their_parent_is_killed(tmp_path):
     assert alive == []
 
 
-def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_path):
-    database = tmp_path / "pool.db"
+def _gunicorn(sqlite_template, tmp_path, **settings) -> Gunicorn:
+    """One worker on a copy of the migrated SQLite file, production settings but for `settings`; started."""
+    database = tmp_path / "service.db"
     shutil.copyfile(sqlite_template, database)
-    server = Gunicorn({"AUTHSVC_ENV": "production", "SECRET_KEY": TEST_SETTINGS["SECRET_KEY"],
-                       "DATABASE_URL": f"sqlite:///{database}", "INSTANCE_PATH": str(tmp_path / "instance"),
-                       "MAIL_WORKER": "false", "RATELIMIT_ENABLED": "false", "GUNICORN_HASH_PROCESSES": "2",
-                       # parameters whose memory would show: 64 MiB a hash
-                       "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "65536", "ARGON2_PARALLELISM": "1"},
-                      workers=1)
-    server.start()
+    return Gunicorn({"AUTHSVC_ENV": "production", "SECRET_KEY": TEST_SETTINGS["SECRET_KEY"],
+                     "DATABASE_URL": f"sqlite:///{database}", "INSTANCE_PATH": str(tmp_path / "instance"),
+                     "MAIL_WORKER": "false", "RATELIMIT_ENABLED": "false", "ARGON2_TIME_COST": "1",
+                     "ARGON2_PARALLELISM": "1", **settings}, workers=1).start()
+
+
+def _sign_up_and_in(server: Gunicorn, email: str, logins: int = 1) -> dict:
+    remember(PASSWORD)
+    body = {"email": email, "password": PASSWORD}
+    assert requests.post(server.url + "/api/v1/auth/register", json=body, timeout=30).status_code == 201
+    for _ in range(logins):
+        assert requests.post(server.url + "/api/v1/auth/login", json=body, timeout=30).status_code == 200
+    return body
+
+
+def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_path):
+    # Parameters whose memory would show: 64 MiB a hash.
+    server = _gunicorn(sqlite_template, tmp_path, GUNICORN_HASH_PROCESSES="2", ARGON2_MEMORY_COST="65536")
     try:
         children = _children(server.process.pid)
         pool_pids = [pid for pid in children if b"hashpool.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
@@ -121,11 +133,7 @@ def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_
         assert len(pool_pids) == 2
         assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
         before = _peak_kb(worker)
-        remember(PASSWORD)
-        body = {"email": "pool@example.com", "password": PASSWORD}
-        assert requests.post(server.url + "/api/v1/auth/register", json=body, timeout=30).status_code == 201
-        for _ in range(3):
-            assert requests.post(server.url + "/api/v1/auth/login", json=body, timeout=30).status_code == 200
+        body = _sign_up_and_in(server, "pool@example.com", logins=3)
         wrong = {**body, "password": PASSWORD + "x"}
         assert requests.post(server.url + "/api/v1/auth/login", json=wrong, timeout=30).status_code == 401
         # Hashing in the worker would have added Argon2's 64 MiB to its peak; the first sign-up and sign-in add
@@ -156,20 +164,10 @@ def _peak_kb(pid: int) -> int:
 
 
 def test_gunicorn_serves_without_the_pool_when_it_cannot_start(sqlite_template, tmp_path):
-    database = tmp_path / "nopool.db"
-    shutil.copyfile(sqlite_template, database)
-    server = Gunicorn({"AUTHSVC_ENV": "production", "SECRET_KEY": TEST_SETTINGS["SECRET_KEY"],
-                       "DATABASE_URL": f"sqlite:///{database}", "INSTANCE_PATH": str(tmp_path / "instance"),
-                       "MAIL_WORKER": "false", "RATELIMIT_ENABLED": "false", "GUNICORN_HASH_PROCESSES": "1",
-                       "PASSWORD_HASH_SOCKET": str(tmp_path / "no-such-folder" / "hash.sock"),
-                       "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8", "ARGON2_PARALLELISM": "1"},
-                      workers=1)
-    server.start()
+    server = _gunicorn(sqlite_template, tmp_path, GUNICORN_HASH_PROCESSES="1", ARGON2_MEMORY_COST="8",
+                       PASSWORD_HASH_SOCKET=str(tmp_path / "no-such-folder" / "hash.sock"))
     try:
-        remember(PASSWORD)
-        body = {"email": "nopool@example.com", "password": PASSWORD}
-        assert requests.post(server.url + "/api/v1/auth/register", json=body, timeout=30).status_code == 201
-        assert requests.post(server.url + "/api/v1/auth/login", json=body, timeout=30).status_code == 200
+        _sign_up_and_in(server, "nopool@example.com")
         log = server.tail(200)
     finally:
         server.stop()

@@ -80,8 +80,7 @@ def callback():
             raise APIError(400, "bad_request", "This sign-in attempt expired or did not start here. Try again.")
         claims = google.finish_authorization()
         # The code exchange with Google is over: only now take SQLite's write lock (a GET began without it), so no
-        # writer waits on the network. What the request read so far is ended first.
-        db.session.commit()
+        # writer waits on the network.
         begin_writing()
         if flow["intent"] == "link":
             if g.user is None or str(g.user.id) != flow["user_id"]:

@@ -33,8 +33,8 @@ def start_session(user: User, user_agent: str, ip_address: str) -> dict:
     # of work to sort and flush at commit: every sign-in pays this, on top of its password hash.
     session.execute(_NEW_SESSION, {"id": session_id, "user_id": user.id, "agent": header_text(user_agent, 512),
                                    "ip": header_text(ip_address, 64), "now": now, "expires": expires})
-    session.execute(_NEW_TOKEN, {"id": uuid.uuid4(), "sid": session_id, "hash": hash_token(refresh), "now": now,
-                                 "expires": expires})
+    session.execute(_CHILD, {"id": uuid.uuid4(), "sid": session_id, "parent": None, "hash": hash_token(refresh),
+                             "now": now, "expires": expires})
     return token_pair(user.to_dict(), session_id, refresh)
 
 
@@ -59,8 +59,7 @@ _EXTEND = {  # with the client's User-Agent, and (for a client that sends none) 
 _NEW_SESSION = insert(_sessions).values(
     id=bindparam("id"), user_id=bindparam("user_id"), user_agent=bindparam("agent"), ip_address=bindparam("ip"),
     created_at=bindparam("now"), last_used_at=bindparam("now"), expires_at=bindparam("expires"))
-_NEW_TOKEN = insert(_tokens).values(id=bindparam("id"), session_id=bindparam("sid"), token_hash=bindparam("hash"),
-                                    created_at=bindparam("now"), expires_at=bindparam("expires"))
+# A refresh token: a rotation's child, or (no parent) a new session's first.
 _CHILD = insert(_tokens).values(id=bindparam("id"), session_id=bindparam("sid"), parent_id=bindparam("parent"),
                                 token_hash=bindparam("hash"), created_at=bindparam("now"),
                                 expires_at=bindparam("expires"))

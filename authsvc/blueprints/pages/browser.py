@@ -61,9 +61,8 @@ def load_browser_user() -> None:
     refresh = request.cookies.get(REFRESH_COOKIE)
     if not refresh:
         return
-    # A page load (a GET, so its transaction began without SQLite's write lock) that must rotate: end what it read,
-    # then write holding the lock, or a writer committing meanwhile would make the rotation fail outright.
-    db.session.commit()
+    # A page load (a GET, so its transaction began without SQLite's write lock) that must rotate: write holding the
+    # lock, or a writer committing meanwhile would make the rotation fail outright.
     begin_writing()
     try:
         pair = sessions.rotate(refresh, request.headers.get("User-Agent", ""), request.remote_addr or "")
