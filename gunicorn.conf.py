@@ -56,8 +56,9 @@ logger_class = AppLogsRequests
 METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 # The hashing pool (authsvc/hashpool.py): Argon2 in one small process per core instead of in every worker, whose
-# memory would each grow by the hash's memory cost for good. GUNICORN_HASH_PROCESSES=0 turns it off. The socket
-# is made known to the app through its setting before the app is loaded, and lives in a folder only we can enter.
+# memory would each grow by the hash's memory cost for good; a supervisor of its own replaces any that dies.
+# GUNICORN_HASH_PROCESSES=0 turns it off. The socket is made known to the app through its setting before the app
+# is loaded, and lives in a folder only we can enter.
 HASH_PROCESSES = int(os.environ.get("GUNICORN_HASH_PROCESSES") or _cpus())
 _hash_folder = ""
 if HASH_PROCESSES > 0 and not os.environ.get("PASSWORD_HASH_SOCKET"):
@@ -83,10 +84,10 @@ def on_starting(server):
             return  # the app reports the bad setting itself, in one line, when it loads
         try:
             pool = start(settings.PASSWORD_HASH_SOCKET, HASH_PROCESSES, settings.ARGON2_TIME_COST,
-                         settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM)
+                         settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM, settings.log_format())
         except OSError as exc:  # the service still runs: each worker hashes for itself (and says so)
             server.log.warning("hashing pool not started: %s", exc)
-            server.authsvc_hash_pool = ([], "", _hash_folder)
+            server.authsvc_hash_pool = (None, "", _hash_folder)
             return
         # Kept on the arbiter, not in this module: a HUP re-reads this file as a new module.
         server.authsvc_hash_pool = (pool, settings.PASSWORD_HASH_SOCKET, _hash_folder)
@@ -107,8 +108,8 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Stop the hashing pool and remove its folder."""
-    pool, path, folder = getattr(server, "authsvc_hash_pool", ([], "", ""))
-    if pool:
+    pool, path, folder = getattr(server, "authsvc_hash_pool", (None, "", ""))
+    if pool is not None:
         from authsvc.hashpool import stop
 
         stop(pool, path)

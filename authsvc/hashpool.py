@@ -6,8 +6,9 @@ by gunicorn.conf.py; `GUNICORN_HASH_PROCESSES`), the workers send each hash to o
 socket only the service's user can open, and wait for the answer: the Argon2 memory exists once per core, not
 once per worker, and at most one hash per core runs at a time.
 
-This module is the whole pool: the server loop (run as a script, so it imports nothing of the app: about 13 MiB
-before its Argon2 block) and the client the app uses. Anything that goes wrong on the client's side of the socket
+This module is the whole pool: a supervisor (run as a script, so it imports nothing of the app) that holds the
+listening socket and forks the hashing processes (about 13 MiB each before the Argon2 block), replacing any that
+dies; the server loop they run; and the client the app uses. Anything that goes wrong on the client's side of the socket
 (no pool, a process gone, a timeout, a listener that is not running as our own user) is raised as
 `PoolUnavailable`; passwords.py then hashes in the worker itself.
 
@@ -17,8 +18,10 @@ status byte (`1` match or hashed, `0` no match, `E` refused) and a length-prefix
 """
 from __future__ import annotations
 
+import json
 import os
 import select
+import signal
 import socket
 import stat
 import struct
@@ -31,6 +34,11 @@ MAX_FIELD = 32768  # a stored hash is about 100 bytes and a password at most 409
 # milliseconds.
 TIMEOUT_SECONDS = 5.0
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# A hashing process that dies is replaced at once. One that dies this soon after it started counts as a failed
+# start; after this many in a row the pool gives up and closes its socket, so the workers hash for themselves at
+# once instead of each waiting out TIMEOUT_SECONDS on a socket nobody answers.
+QUICK_DEATH_SECONDS = 1.0
+QUICK_DEATHS_TO_GIVE_UP = 5
 
 
 class PoolUnavailable(Exception):
@@ -119,11 +127,11 @@ def _answer(hasher, conn: socket.socket) -> None:
 
 
 def serve(listener: socket.socket, parent: int, time_cost: int, memory_cost: int, parallelism: int) -> None:
-    """Answer requests on `listener` while the process `parent` (gunicorn's master) is this one's parent."""
+    """Answer requests on `listener` while the process `parent` (the pool's supervisor) is this one's parent."""
     from argon2 import PasswordHasher, Type
 
     hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID)
-    while os.getppid() == parent:  # orphaned (the master was killed outright, even before we got here): stop
+    while os.getppid() == parent:  # orphaned (the supervisor was killed outright): stop
         if not select.select([listener], [], [], 1.0)[0]:
             continue
         try:
@@ -138,11 +146,100 @@ def serve(listener: socket.socket, parent: int, time_cost: int, memory_cost: int
                 pass
 
 
-def start(path: str, processes: int, time_cost: int, memory_cost: int, parallelism: int) -> list:
-    """Listen on the Unix socket `path` (owner only) and start `processes` pool processes answering on it.
+class _Supervisor:
+    """Keeps `processes` hashing processes forked and serving on `listener` while gunicorn's master lives."""
 
-    The caller keeps no copy of the listening socket: once every pool process is gone, connecting fails at once
-    and the workers hash for themselves, instead of waiting on a socket nobody answers.
+    def __init__(self, listener: socket.socket, master: int, processes: int, params: tuple, log_format: str):
+        self.listener, self.master, self.processes, self.params = listener, master, processes, params
+        self.log_format = log_format
+        self.children: dict[int, float] = {}  # pid: when it started
+        self.quick_deaths = 0
+
+    def say(self, level: str, message: str) -> None:
+        """One line on stderr (gunicorn's error log), in the service's LOG_FORMAT."""
+        now = time.time()
+        if self.log_format == "json":  # the fields and time format of the app's JsonFormatter
+            stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d}Z"
+            line = json.dumps({"time": stamp, "level": level, "logger": "authsvc.hashpool", "message": message,
+                               "request_id": ""})
+        else:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level} authsvc.hashpool: {message}"
+        print(line, file=sys.stderr, flush=True)
+
+    def fork(self) -> None:
+        """Start one hashing process."""
+        supervisor = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the hashing process: signals unblocked, serve until the supervisor is gone
+            code = 0
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                serve(self.listener, supervisor, *self.params)
+            except BaseException:  # noqa: BLE001 - never return into the supervisor's loop
+                code = 1
+            finally:
+                os._exit(code)
+        self.children[pid] = time.monotonic()
+
+    def reap(self) -> bool:
+        """Collect ended hashing processes and start their replacements; False once the pool gives up."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            started = self.children.pop(pid, None)
+            if started is None:
+                continue
+            quick = time.monotonic() - started < QUICK_DEATH_SECONDS
+            self.quick_deaths = self.quick_deaths + 1 if quick else 0
+            code = os.waitstatus_to_exitcode(status)
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            if self.quick_deaths >= QUICK_DEATHS_TO_GIVE_UP:
+                self.say("ERROR", f"hashing process {pid} ended ({how}); {self.quick_deaths} died as they started, "
+                                  "giving up: the workers hash for themselves")
+                return False
+            self.say("WARNING", f"hashing process {pid} ended ({how}); starting another")
+            self.fork()
+        return True
+
+    def run(self) -> None:
+        """Fork the hashing processes, replace any that ends, and end them all on SIGTERM or without the master."""
+        watched = {signal.SIGCHLD, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        try:
+            for _ in range(self.processes):
+                self.fork()
+            while os.getppid() == self.master:
+                received = signal.sigtimedwait(watched, 1.0)
+                if received is not None and received.si_signo == signal.SIGTERM:
+                    break
+                if not self.reap():
+                    break
+        finally:
+            # Without the socket in this process or its children, connecting fails at once (no waiting).
+            self.listener.close()
+            for pid in self.children:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            for pid in list(self.children):
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def start(path: str, processes: int, time_cost: int, memory_cost: int, parallelism: int,
+          log_format: str = "text"):
+    """Listen on the Unix socket `path` (owner only) and start the pool's supervisor with `processes` hashing
+    processes; return the supervisor's `Popen`.
+
+    The caller keeps no copy of the listening socket: once the pool is gone, connecting fails at once and the
+    workers hash for themselves, instead of waiting on a socket nobody answers.
     """
     import subprocess
 
@@ -157,43 +254,41 @@ def start(path: str, processes: int, time_cost: int, memory_cost: int, paralleli
     finally:
         os.umask(old_umask)
     listener.listen(128)
-    started: list = []
     try:
         fd = listener.fileno()
-        for _ in range(processes):
-            started.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd), str(os.getpid()),
-                                             str(time_cost), str(memory_cost), str(parallelism)],
-                                            pass_fds=(fd,), close_fds=True))
+        return subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd), str(os.getpid()),
+                                 str(processes), str(time_cost), str(memory_cost), str(parallelism), log_format],
+                                pass_fds=(fd,), close_fds=True)
     except OSError:
-        stop(started, path)
+        os.unlink(path)
         raise
     finally:
         listener.close()
-    return started
 
 
-def stop(processes: list, path: str) -> None:
-    """End the pool processes and remove their socket."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=5)
-        except Exception:  # noqa: BLE001 - one that will not end is killed
-            process.kill()
+def stop(pool, path: str) -> None:
+    """End the pool (its supervisor ends the hashing processes) and remove its socket."""
+    pool.terminate()
+    try:
+        pool.wait(timeout=5)
+    except Exception:  # noqa: BLE001 - one that will not end is killed (its processes follow within a second)
+        pool.kill()
+        pool.wait()
     if os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
         os.unlink(path)
 
 
 def main(argv: list[str]) -> None:
-    """`hashpool.py FD PARENT TIME_COST MEMORY_COST PARALLELISM`: serve on the inherited listening socket FD."""
-    fd, parent, time_cost, memory_cost, parallelism = (int(value) for value in argv)
+    """`hashpool.py FD MASTER PROCESSES TIME_COST MEMORY_COST PARALLELISM LOG_FORMAT`: supervise the pool on the
+    inherited listening socket FD."""
+    *numbers, log_format = argv
+    fd, master, processes, *params = (int(value) for value in numbers)
+    # Ctrl-C at a terminal reaches the whole process group; the master ends the pool itself (or, killed, leaves
+    # it orphaned, which it notices within a second).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(fileno=fd)
     listener.setblocking(False)
-    try:
-        serve(listener, parent, time_cost, memory_cost, parallelism)
-    except KeyboardInterrupt:
-        pass
+    _Supervisor(listener, master, processes, tuple(params), log_format).run()
 
 
 if __name__ == "__main__":

@@ -36,10 +36,15 @@ def _proc_cpu(pid: int, with_children: bool) -> tuple[float, float, int]:
 
 
 def tree_usage(root: int | None) -> tuple[float, float, int]:
-    """_proc_cpu summed over a process, its reaped children and its live children (gunicorn; the postmaster)."""
+    """_proc_cpu summed over a process, its reaped children and its live descendants (gunicorn with its workers and
+    the hashing pool's supervisor and processes; the postmaster)."""
     if not root:
         return 0.0, 0.0, 0
-    parts = [_proc_cpu(root, True)] + [_proc_cpu(pid, True) for pid in children_of(root)]
+    parts, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        parts.append(_proc_cpu(pid, True))
+        todo.extend(children_of(pid))
     return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 

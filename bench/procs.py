@@ -160,8 +160,8 @@ class Gunicorn:
         return [pid for pid, pool in self._children().items() if not pool]
 
     def hash_pool(self) -> list[int]:
-        """The pids of the hashing pool's processes (children of the master too)."""
-        return [pid for pid, pool in self._children().items() if pool]
+        """The pids of the hashing pool's processes (children of its supervisor, a child of the master)."""
+        return [pid for supervisor, pool in self._children().items() if pool for pid in children_of(supervisor)]
 
     def stop(self) -> None:
         """Stop gunicorn gracefully (SIGTERM), then whatever is left of it."""

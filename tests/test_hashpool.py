@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,9 +32,9 @@ LOCAL = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
 def pool(tmp_path):
     """A pool of two processes on a socket in the test's folder; the socket's path."""
     path = str(tmp_path / "hash.sock")
-    processes = hashpool.start(path, 2, *CHEAP)
+    supervisor = hashpool.start(path, 2, *CHEAP)
     yield path
-    hashpool.stop(processes, path)
+    hashpool.stop(supervisor, path)
 
 
 def test_the_pool_verifies_and_hashes(pool):
@@ -67,11 +69,11 @@ def test_a_malformed_request_costs_only_its_connection(pool, request_bytes):
 
 def test_a_hasher_uses_the_pool_and_hashes_itself_when_it_is_gone(tmp_path, caplog):
     path = str(tmp_path / "hash.sock")
-    processes = hashpool.start(path, 1, *CHEAP)
+    supervisor = hashpool.start(path, 1, *CHEAP)
     hasher = Hasher(*CHEAP, pool=path)
     stored = hasher.hash(PASSWORD)
     assert hasher.verify(stored, PASSWORD) == (True, None)
-    hashpool.stop(processes, path)
+    hashpool.stop(supervisor, path)
     with caplog.at_level(logging.WARNING, logger="authsvc.services.passwords"):
         assert hasher.verify(stored, PASSWORD) == (True, None)
         assert hasher.verify(stored, "wrong password") == (False, None)
@@ -81,27 +83,85 @@ def test_a_hasher_uses_the_pool_and_hashes_itself_when_it_is_gone(tmp_path, capl
         hashpool.verify(path, stored, PASSWORD)
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
 def test_pool_processes_end_when_their_parent_is_killed(tmp_path):
     path = str(tmp_path / "hash.sock")
     parent = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, sys.argv[1]); from authsvc import hashpool; "
-        "print(' '.join(str(p.pid) for p in hashpool.start(sys.argv[2], 2, 1, 8, 1)), flush=True); time.sleep(60)"),
+        "print(hashpool.start(sys.argv[2], 2, 1, 8, 1).pid, flush=True); time.sleep(60)"),
         str(Path(__file__).resolve().parent.parent), path], stdout=subprocess.PIPE, text=True)
-    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    supervisor = int(parent.stdout.readline())
+    assert _wait_for(lambda: len(_children(supervisor)) == 2)
+    pids = [supervisor, *_children(supervisor)]
     assert hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD) is True
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
-        for pid in pids:
-            try:
-                os.waitpid(pid, os.WNOHANG)  # not ours to reap (init is), but harmless
-            except ChildProcessError:
-                pass
-        time.sleep(0.2)
-    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
-    assert alive == []
+    assert _wait_for(lambda: not any(_alive(pid) for pid in pids))
+
+
+def test_a_hashing_process_that_dies_is_replaced(tmp_path, capfd):
+    path = str(tmp_path / "hash.sock")
+    pool = hashpool.start(path, 2, *CHEAP)  # started here, not in a fixture: its stderr is the one capfd reads
+    try:
+        assert _wait_for(lambda: len(_children(pool.pid)) == 2)
+        victim, survivor = _children(pool.pid)
+        os.kill(victim, signal.SIGKILL)
+        assert _wait_for(lambda: len(set(_children(pool.pid)) - {victim}) == 2)
+        assert survivor in _children(pool.pid)
+        # Requests two at a time, so the survivor and the replacement both answer from the pool.
+        with ThreadPoolExecutor(2) as both:
+            answers = list(both.map(lambda _: hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD), range(4)))
+        assert answers == [True] * 4
+        assert f"hashing process {victim} ended (signal 9); starting another" in capfd.readouterr().err
+    finally:
+        hashpool.stop(pool, path)
+
+
+def test_the_pool_gives_up_when_its_processes_die_as_they_start(tmp_path, capfd):
+    path = str(tmp_path / "hash.sock")
+    supervisor = hashpool.start(path, 2, *CHEAP)
+    try:
+        # Killed as fast as they come (an OOM killer, say): after five quick deaths the supervisor closes the
+        # socket instead of leaving the workers to wait out their timeout on it.
+        def kill_them_all() -> bool:
+            for pid in _children(supervisor.pid):
+                os.kill(pid, signal.SIGKILL)
+            return supervisor.poll() is not None
+        assert _wait_for(kill_them_all)
+        started = time.monotonic()
+        with pytest.raises(hashpool.PoolUnavailable, match="ConnectionRefusedError"):
+            hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD)
+        assert time.monotonic() - started < 1
+        assert "giving up: the workers hash for themselves" in capfd.readouterr().err
+    finally:
+        hashpool.stop(supervisor, path)
+
+
+def test_stopping_the_pool_ends_every_process(tmp_path):
+    path = str(tmp_path / "hash.sock")
+    supervisor = hashpool.start(path, 3, *CHEAP)
+    assert _wait_for(lambda: len(_children(supervisor.pid)) == 3)
+    pids = _children(supervisor.pid)
+    hashpool.stop(supervisor, path)
+    assert supervisor.returncode == 0
+    assert _wait_for(lambda: not any(_alive(pid) for pid in pids), 2)
+    assert not os.path.exists(path)
 
 
 def _gunicorn(sqlite_template, tmp_path, **settings) -> Gunicorn:
@@ -128,9 +188,10 @@ def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_
     server = _gunicorn(sqlite_template, tmp_path, GUNICORN_HASH_PROCESSES="2", ARGON2_MEMORY_COST="65536")
     try:
         children = _children(server.process.pid)
-        pool_pids = [pid for pid in children if b"hashpool.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        [worker] = [pid for pid in children if pid not in pool_pids]
-        assert len(pool_pids) == 2
+        [supervisor] = [pid for pid in children if b"hashpool.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        [worker] = [pid for pid in children if pid != supervisor]
+        assert _wait_for(lambda: len(_children(supervisor)) == 2)
+        pool_pids = [supervisor, *_children(supervisor)]
         assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
         before = _peak_kb(worker)
         body = _sign_up_and_in(server, "pool@example.com", logins=3)
@@ -141,7 +202,7 @@ def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_
         assert _peak_kb(worker) - before < 40 * 1024
     finally:
         server.stop()
-    assert not [pid for pid in pool_pids if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in pool_pids if _alive(pid)]
 
 
 def _children(parent: int) -> list[int]:
