@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from .procs import children_of
+from .procs import children_of, stat_fields
 
 
 # -- CPU accounting ------------------------------------------------------------------------------------------
@@ -22,12 +22,10 @@ def _cpu_times() -> tuple[int, int]:
 def _proc_cpu(pid: int, with_children: bool) -> tuple[float, float, int]:
     """(CPU seconds, of which in the kernel, minor page faults) of `pid` (with_children: and of the children
     it has reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return 0.0, 0.0, 0
-    f = [int(v) if v.lstrip("-").isdigit() else 0 for v in stat[stat.rfind(")") + 2:].split()]
+    f = [int(v) if v.lstrip("-").isdigit() else 0 for v in fields]
     # fields after the name: 7 minflt, 8 cminflt, 11 utime, 12 stime, 13 cutime, 14 cstime
     user, system, faults = f[11], f[12], f[7]
     if with_children:
@@ -56,10 +54,11 @@ def tree_cpu(root: int | None) -> float:
 class CpuAccount:
     """Who used the CPU during one slice: the server under test, PostgreSQL, the load generator, everyone else."""
 
-    KEYS = ("wall", "busy", "app", "app_sys", "app_faults", "db", "self")
+    KEYS = ("wall", "busy", "app", "app_sys", "app_faults", "pool", "db", "self")
 
-    def __init__(self, app_pids: list[int], postmaster_pid: int | None):
-        self.app_pids, self.postmaster_pid = app_pids, postmaster_pid
+    def __init__(self, app_pids: list[int], postmaster_pid: int | None, pool_pid: int | None = None):
+        """`pool_pid`: the hashing pool's supervisor, whose tree is part of the app's and also counted apart."""
+        self.app_pids, self.postmaster_pid, self.pool_pid = app_pids, postmaster_pid, pool_pid
         self.start = self._snapshot()
 
     def _snapshot(self) -> dict:
@@ -67,7 +66,8 @@ class CpuAccount:
         app = [tree_usage(pid) for pid in self.app_pids]
         return {"wall": time.monotonic(), "busy": (total - idle) / CLK_TCK,
                 "app": sum(a[0] for a in app), "app_sys": sum(a[1] for a in app),
-                "app_faults": sum(a[2] for a in app), "db": tree_cpu(self.postmaster_pid),
+                "app_faults": sum(a[2] for a in app), "pool": tree_cpu(self.pool_pid),
+                "db": tree_cpu(self.postmaster_pid),
                 "self": sum(os.times()[:4])}  # this process and its reaped children: wrk (and py-spy)
 
     def finish(self) -> dict:
@@ -81,7 +81,8 @@ def cpu_summary(raw: dict, requests: int) -> dict:
     wall = max(raw["wall"], 1e-9)
     other = max(raw["busy"] - raw["app"] - raw["db"] - raw["self"], 0.0)
     per = lambda v: 1000 * v / max(requests, 1)  # noqa: E731
-    return {"app_ms_per_req": per(raw["app"]), "db_ms_per_req": per(raw["db"]),
+    return {"app_ms_per_req": per(raw["app"]), "pool_ms_per_req": per(raw.get("pool", 0.0)),
+            "db_ms_per_req": per(raw["db"]),
             "loadgen_ms_per_req": per(raw["self"]),
             "total_ms_per_req": per(raw["app"] + raw["db"] + raw["self"]),
             "app_kernel_share": raw["app_sys"] / raw["app"] if raw["app"] else 0.0,

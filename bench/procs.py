@@ -66,34 +66,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (index 1 is the parent's pid), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: the fields start after the last ')'
+    return stat[stat.rfind(")") + 2:].split()
+
+
 def children_of(pid: int) -> list[int]:
     """Pids whose parent is `pid` (gunicorn's workers), from /proc."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: the fields start after the last ')'
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
+        if entry.isdigit():
+            fields = stat_fields(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry))
     return found
 
 
-def proc_status_kb(pid: int, field: str) -> int | None:
-    """A kB field of /proc/PID/status (VmHWM, VmRSS), or None if the process is gone."""
+def kb_field(path: str, field: str) -> int | None:
+    """A `Field:   N kB` line's N from a /proc file (status, meminfo, smaps_rollup), or None if it is gone."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(path) as fh:
             for line in fh:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def proc_status_kb(pid: int, field: str) -> int | None:
+    """A kB field of /proc/PID/status (VmHWM, VmRSS), or None if the process is gone."""
+    return kb_field(f"/proc/{pid}/status", field)
 
 
 def http_request(port: int, method: str, path: str, headers: dict | None = None, body: bytes | None = None,
@@ -159,9 +168,14 @@ class Gunicorn:
         """The gunicorn master's worker pids."""
         return [pid for pid, pool in self._children().items() if not pool]
 
+    def hash_pool_supervisor(self) -> int | None:
+        """The pid of the hashing pool's supervisor (a child of the master), if there is a pool."""
+        return next((pid for pid, pool in self._children().items() if pool), None)
+
     def hash_pool(self) -> list[int]:
-        """The pids of the hashing pool's processes (children of its supervisor, a child of the master)."""
-        return [pid for supervisor, pool in self._children().items() if pool for pid in children_of(supervisor)]
+        """The pids of the hashing pool's processes (children of its supervisor)."""
+        supervisor = self.hash_pool_supervisor()
+        return children_of(supervisor) if supervisor else []
 
     def stop(self) -> None:
         """Stop gunicorn gracefully (SIGTERM), then whatever is left of it."""
@@ -256,20 +270,10 @@ def machine_info() -> dict:
 
 def proc_meminfo(field: str) -> int | None:
     """A kB field of /proc/meminfo."""
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
+    return kb_field("/proc/meminfo", field)
 
 
 def pss_mb(pid: int) -> float | None:
     """A process's proportional set size in MB (shared pages split among their users), or None."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    kb = kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
+    return None if kb is None else kb / 1024

@@ -178,7 +178,7 @@ class Bench:
                   connections: int, seconds: float, phase: str) -> dict:
         """One wrk run against `server`, with its CPU accounting; memory peaks go to `phase` (None: warm-up)."""
         self.memory.phase, self.memory.target = phase, server
-        account = CpuAccount([server.proc.pid], self.postmaster_pid())
+        account = CpuAccount([server.proc.pid], self.postmaster_pid(), server.hash_pool_supervisor())
         try:
             res = run_wrk(self.procs, self.workdir, name, script, f"http://127.0.0.1:{server.port}", args,
                           threads, connections, seconds)
@@ -288,7 +288,8 @@ class Bench:
             c = res["cpu"]
             log(f"{name}: {res['rps']:.1f} rps (limit {lim['rps']:.1f}/s: ratio {res['rps'] / lim['rps']:.2f}), "
                 f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms, errors {res['errors']}; CPU per request: "
-                f"service {c['app_ms_per_req']:.2f} ms, PostgreSQL {c['db_ms_per_req']:.2f} ms, "
+                f"service {c['app_ms_per_req']:.2f} ms (hashing pool {c.get('pool_ms_per_req', 0):.2f} ms), "
+                f"PostgreSQL {c['db_ms_per_req']:.2f} ms, "
                 f"wrk {c['loadgen_ms_per_req']:.2f} ms; other work used {c['other_cores']:.2f} cores; service "
                 f"{c['app_kernel_share']:.0%} in the kernel, {c['app_minor_faults_per_req']:.0f} page faults/request")
 
