@@ -178,7 +178,8 @@ def _request_finished(_app, response, **_extra) -> None:
 
 
 def gunicorn_logconfig() -> dict:
-    """gunicorn's `logconfig_dict`: its own messages through authsvc's handler and format, its access log off."""
+    """gunicorn's `logconfig_dict`: its own messages through authsvc's handler and format (its access log is off
+    through gunicorn.conf.py's logger class: the app writes the one access line per request)."""
     from pydantic import ValidationError
 
     from .config import Settings
@@ -196,9 +197,6 @@ def gunicorn_logconfig() -> dict:
         "root": {"level": level, "handlers": ["authsvc"]},
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
-            # The app writes the one access line per request (request id, redacted path); gunicorn's would be a
-            # second, unredacted-by-default and in another format.
-            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
             "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }

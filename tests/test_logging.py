@@ -202,6 +202,7 @@ def test_gunicorn_writes_only_json_lines_and_one_access_line_per_request(sqlite_
         server.stop()
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]
     assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own lines are JSON too
+    assert not [line for line in lines if line["logger"] == "gunicorn.access"]  # the app's line is the one
     access = [line for line in _access(lines) if line["request_id"] in ids]
     assert sorted(line["request_id"] for line in access) == sorted(ids)
     assert [line["status"] for line in access] == [200, 200, 404]
