@@ -152,7 +152,8 @@ class AdminUserPatch(Payload):
 
 
 # services.clients.check_scopes checks the pattern (with a clearer message); here it is documented.
-Scope = Annotated[str, Field(max_length=64, json_schema_extra={"pattern": r"^[A-Za-z0-9:._/-]{1,64}$"})]
+SCOPE_PATTERN = r"^[A-Za-z0-9:._/-]{1,64}$"
+Scope = Annotated[str, Field(max_length=64, json_schema_extra={"pattern": SCOPE_PATTERN})]
 
 
 class ClientIn(Payload):

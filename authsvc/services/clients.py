@@ -15,9 +15,10 @@ from ..extensions import db
 from ..hotread import HotSelect
 from ..readonly import reader
 from ..models import ServiceClient
+from ..schemas import SCOPE_PATTERN
 from .tokens import expires_in, hash_token, issue_access_token
 
-SCOPE = re.compile(r"^[A-Za-z0-9:._/-]{1,64}$")
+SCOPE = re.compile(SCOPE_PATTERN)
 
 
 def check_scopes(scopes: list[str], field: str = "scopes") -> list[str]:
