@@ -138,7 +138,7 @@ def mail_group():
 def mail_flush():
     """Send every due message of the outbox now."""
     sent, failed = outbox.flush()
-    click.echo(f"sent {sent}, failed {failed}, waiting {outbox.backlog()}")
+    click.echo(f"sent {sent}, failed {failed}, waiting {outbox.backlog()[0]}")
     if failed:
         sys.exit(1)
 
@@ -156,18 +156,8 @@ def mail_worker(heartbeat: Path | None):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     click.echo(f"mail worker: sending, polling every {app.config['MAIL_POLL_SECONDS']:g}s")
-    while not stopping.is_set():
-        busy = False
-        try:
-            with app.app_context():  # a fresh database session for every pass
-                sent, failed = outbox.flush(limit=WORKER_BATCH)
-            busy = sent + failed >= WORKER_BATCH
-            if heartbeat is not None:
-                heartbeat.touch()
-        except Exception:  # noqa: BLE001 - a lost database must not end the worker; the next pass retries
-            log.exception("mail outbox delivery failed")
-        if not busy:
-            stopping.wait(app.config["MAIL_POLL_SECONDS"])
+    outbox.deliver_until_stopped(app, stopping, batch=WORKER_BATCH,
+                                 after_pass=heartbeat.touch if heartbeat is not None else None)
     click.echo("mail worker: stopped")
 
 

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 
 from flask import Flask, current_app, request, request_finished
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import signals
 from .errors import APIError
 from .extensions import db, limiter
 from .logs import request_duration
-from .models import OutboxMessage, utcnow
+from .models import utcnow
+from .services import outbox
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +73,7 @@ class OutboxCollector:
     def collect(self):
         """Yield the two gauges; on a database failure yield nothing (alert on their absence)."""
         try:
-            waiting, oldest = db.session.execute(
-                select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))
-            ).one()
+            waiting, oldest = outbox.backlog()
         except SQLAlchemyError:
             db.session.rollback()
             log.warning("metrics: the mail outbox could not be counted", exc_info=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import smtplib
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable
 
 from flask import Flask, current_app
 from flask_mail import Connection, Message
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from ..extensions import db
@@ -116,9 +117,31 @@ def flush(limit: int = 1000) -> tuple[int, int]:
     return sent, failed
 
 
-def backlog() -> int:
-    """How many messages wait to be sent."""
-    return db.session.query(OutboxMessage).filter(OutboxMessage.sent_at.is_(None)).count()
+def backlog() -> tuple[int, datetime | None]:
+    """How many messages wait to be sent, and when the oldest of them was queued (None when none waits)."""
+    waiting, oldest = db.session.execute(
+        select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))).one()
+    return waiting, oldest
+
+
+def deliver_until_stopped(app: Flask, stopping: threading.Event, wakeup: threading.Event | None = None,
+                          batch: int = 1000, after_pass: Callable[[], object] | None = None) -> None:
+    """Deliver in passes of up to `batch` messages until `stopping` is set; after a pass that was not full, wait
+    MAIL_POLL_SECONDS or until `wakeup`. A failed pass (database down) is logged and the next one retries."""
+    while not stopping.is_set():
+        busy = False
+        try:
+            with app.app_context():  # a fresh database session for every pass
+                sent, failed = flush(limit=batch)
+            busy = sent + failed >= batch
+            if after_pass is not None:
+                after_pass()
+        except Exception:  # noqa: BLE001 - a lost database must not end delivery; the next pass retries
+            log.exception("mail outbox delivery failed")
+        if not busy:
+            (wakeup or stopping).wait(app.config["MAIL_POLL_SECONDS"])
+            if wakeup is not None:
+                wakeup.clear()
 
 
 class Sender(threading.Thread):
@@ -130,14 +153,7 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         """Deliver until stopped; errors (database down) are logged and retried at the next wake-up."""
-        while not self.stopping.is_set():
-            try:
-                with self.app.app_context():
-                    flush()
-            except Exception:  # noqa: BLE001 - the thread must survive a lost database and try again
-                log.exception("mail outbox delivery failed")
-            self.wakeup.wait(self.app.config["MAIL_POLL_SECONDS"])
-            self.wakeup.clear()
+        deliver_until_stopped(self.app, self.stopping, self.wakeup)
 
 
 _start_lock = threading.Lock()
