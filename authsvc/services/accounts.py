@@ -66,14 +66,21 @@ def authenticate(email: str, password: str, source_ip: str) -> User:
     if new_hash:
         user.password_hash = new_hash  # parameters changed, or a legacy bcrypt hash: upgrade it now
     # Status is told only to someone who proved the password, so it reveals nothing to strangers.
-    if not user.is_active:
-        raise APIError(403, "account_disabled", "This account is disabled.")
-    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
-        raise APIError(403, "email_not_verified", "Verify your email address before signing in.")
+    check_may_sign_in(user)
     if failed_before:  # the common sign-in has nothing to clear: no statement for it (a failure racing this one
         throttle.succeeded(email, source_ip)  # stays counted, and expires with its window)
     signals.login_succeeded.send(_app(), user=user)
     return user
+
+
+def check_may_sign_in(user: User, keep_changes: bool = False) -> None:
+    """403 `account_disabled` or `email_not_verified` (when REQUIRE_VERIFIED_EMAIL) for a user who proved who
+    they are; `keep_changes` commits what the sign-in staged (an account it made, its mail) despite the refusal."""
+    if not user.is_active:
+        raise APIError(403, "account_disabled", "This account is disabled.")
+    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
+        raise APIError(403, "email_not_verified", "Verify your email address before signing in.",
+                       persist=keep_changes)
 
 
 def _check_current_password(user: User, password: str) -> None:

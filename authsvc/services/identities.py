@@ -24,7 +24,7 @@ from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, User, utcnow
 from . import onetime, verification
-from .accounts import create_user
+from .accounts import check_may_sign_in, create_user
 from .sessions import revoke_user_sessions
 from .users import find_by_email
 
@@ -64,7 +64,8 @@ def sign_in(provider: str, claims: dict) -> User:
         elif not user.email_verified:
             _reclaim(user)
         _add(user, provider, claims)
-    _check_may_sign_in(user)
+    # Kept on refusal: a new account made by this sign-in, and its verification mail, must survive it.
+    check_may_sign_in(user, keep_changes=True)
     signals.login_succeeded.send(_app(), user=user, provider=provider)
     return user
 
@@ -79,14 +80,6 @@ def _reclaim(user: User) -> None:
     db.session.execute(delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id))
     for purpose in (onetime.EMAIL_CHANGE, onetime.PASSWORD_RESET):
         onetime.invalidate(purpose, user.id)
-
-
-def _check_may_sign_in(user: User) -> None:
-    if not user.is_active:
-        raise APIError(403, "account_disabled", "This account is disabled.")
-    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:
-        # Kept (persist): a new account made by this sign-in, and its verification mail, must survive the refusal.
-        raise APIError(403, "email_not_verified", "Verify your email address before signing in.", persist=True)
 
 
 def link(user: User, provider: str, claims: dict) -> LinkedIdentity:
