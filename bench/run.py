@@ -288,7 +288,8 @@ class Bench:
             c = res["cpu"]
             log(f"{name}: {res['rps']:.1f} rps (limit {lim['rps']:.1f}/s: ratio {res['rps'] / lim['rps']:.2f}), "
                 f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms, errors {res['errors']}; CPU per request: "
-                f"service {c['app_ms_per_req']:.2f} ms (hashing pool {c.get('pool_ms_per_req', 0):.2f} ms), "
+                f"service {c['app_ms_per_req']:.2f} ms"
+                + (f" (hashing pool {c['pool_ms_per_req']:.2f} ms)" if c.get("pool_ms_per_req") else "") + ", "
                 f"PostgreSQL {c['db_ms_per_req']:.2f} ms, "
                 f"wrk {c['loadgen_ms_per_req']:.2f} ms; other work used {c['other_cores']:.2f} cores; service "
                 f"{c['app_kernel_share']:.0%} in the kernel, {c['app_minor_faults_per_req']:.0f} page faults/request")
