@@ -87,10 +87,10 @@ def on_starting(server):
                          settings.ARGON2_MEMORY_COST, settings.ARGON2_PARALLELISM, settings.log_format())
         except OSError as exc:  # the service still runs: each worker hashes for itself (and says so)
             server.log.warning("hashing pool not started: %s", exc)
-            server.authsvc_hash_pool = (None, "", _hash_folder)
+            server.authsvc_hash_pool = (None, _hash_folder)
             return
         # Kept on the arbiter, not in this module: a HUP re-reads this file as a new module.
-        server.authsvc_hash_pool = (pool, settings.PASSWORD_HASH_SOCKET, _hash_folder)
+        server.authsvc_hash_pool = (pool, _hash_folder)
     if METRICS_DIR:
         folder = Path(METRICS_DIR)
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,11 +108,11 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Stop the hashing pool and remove its folder."""
-    pool, path, folder = getattr(server, "authsvc_hash_pool", (None, "", ""))
+    pool, folder = getattr(server, "authsvc_hash_pool", (None, ""))
     if pool is not None:
         from authsvc.hashpool import stop
 
-        stop(pool, path)
+        stop(pool)
     if folder and os.path.isdir(folder):
         try:
             os.rmdir(folder)

@@ -25,8 +25,10 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 MAX_FIELD = 32768  # a stored hash is about 100 bytes and a password at most 4096 characters (16 KiB of UTF-8)
 # The whole exchange, connecting included. Well under gunicorn's worker timeout (30 s), so that a stalled pool
@@ -153,56 +155,77 @@ class _Supervisor:
         self.listener, self.master, self.processes, self.params = listener, master, processes, params
         self.log_format = log_format
         self.children: dict[int, float] = {}  # pid: when it started
-        self.quick_deaths = 0
+        self.quick_deaths = 0  # in a row: processes that ended (or could not be forked) as they started
+        self.latest = 0  # the pid forked last
 
     def say(self, level: str, message: str) -> None:
-        """One line on stderr (gunicorn's error log), in the service's LOG_FORMAT."""
+        """One line on stderr (gunicorn's error log) in the service's LOG_FORMAT; never fails."""
         now = time.time()
+        millis = int(now % 1 * 1000)
         if self.log_format == "json":  # the fields and time format of the app's JsonFormatter
-            stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d}Z"
+            stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{millis:03d}Z"
             line = json.dumps({"time": stamp, "level": level, "logger": "authsvc.hashpool", "message": message,
-                               "request_id": ""})
+                               "request_id": ""}, ensure_ascii=False)
         else:
-            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level} authsvc.hashpool: {message}"
-        print(line, file=sys.stderr, flush=True)
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{millis:03d} {level} " \
+                   f"authsvc.hashpool: {message}"
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError:  # nobody reads the log any more: the pool keeps hashing all the same
+            pass
 
-    def fork(self) -> None:
-        """Start one hashing process."""
+    def fork(self) -> bool:
+        """Start one hashing process; False if the system refused a new process (it counts as a quick death)."""
         supervisor = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: the next tick tries again
+            self.quick_deaths += 1
+            self.say("WARNING", f"could not start a hashing process: {exc}")
+            return False
         if pid == 0:  # the hashing process: signals unblocked, serve until the supervisor is gone
             code = 0
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 serve(self.listener, supervisor, *self.params)
-            except BaseException:  # noqa: BLE001 - never return into the supervisor's loop
+            except BaseException as exc:  # noqa: BLE001 - never return into the supervisor's loop
+                self.say("ERROR", f"hashing process {os.getpid()} failed: {exc!r}")
                 code = 1
             finally:
                 os._exit(code)
-        self.children[pid] = time.monotonic()
+        self.children[pid], self.latest = time.monotonic(), pid
+        return True
 
-    def reap(self) -> bool:
-        """Collect ended hashing processes and start their replacements; False once the pool gives up."""
+    def reap(self) -> None:
+        """Collect ended hashing processes, counting those that ended as they started."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                pid = 0
+                return
             if pid == 0:
-                break
+                return
             started = self.children.pop(pid, None)
             if started is None:
                 continue
             quick = time.monotonic() - started < QUICK_DEATH_SECONDS
             self.quick_deaths = self.quick_deaths + 1 if quick else 0
             code = os.waitstatus_to_exitcode(status)
-            how = f"signal {-code}" if code < 0 else f"status {code}"
+            self.say("WARNING", f"hashing process {pid} ended ({f'signal {-code}' if code < 0 else f'status {code}'})"
+                                "; starting another")
+
+    def top_up(self) -> bool:
+        """Fork what is missing; False once the pool gives up (QUICK_DEATHS_TO_GIVE_UP failed starts in a row)."""
+        latest = self.children.get(self.latest, 0.0)
+        if self.quick_deaths and latest and time.monotonic() - latest >= QUICK_DEATH_SECONDS:
+            self.quick_deaths = 0  # the latest replacement lived: whatever killed its predecessors has passed
+        while len(self.children) < self.processes:
             if self.quick_deaths >= QUICK_DEATHS_TO_GIVE_UP:
-                self.say("ERROR", f"hashing process {pid} ended ({how}); {self.quick_deaths} died as they started, "
-                                  "giving up: the workers hash for themselves")
+                self.say("ERROR", f"{self.quick_deaths} hashing processes in a row ended as they started; giving "
+                                  "up: the workers hash for themselves")
                 return False
-            self.say("WARNING", f"hashing process {pid} ended ({how}); starting another")
-            self.fork()
+            if not self.fork():
+                break  # retried at the next tick, a second later
         return True
 
     def run(self) -> None:
@@ -210,13 +233,16 @@ class _Supervisor:
         watched = {signal.SIGCHLD, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, watched)
         try:
-            for _ in range(self.processes):
-                self.fork()
             while os.getppid() == self.master:
+                # A SIGTERM to the whole process group may reach the hashing processes first: stop rather than
+                # replace them.
+                if signal.SIGTERM in signal.sigpending():
+                    break
+                self.reap()
+                if not self.top_up():
+                    break
                 received = signal.sigtimedwait(watched, 1.0)
                 if received is not None and received.si_signo == signal.SIGTERM:
-                    break
-                if not self.reap():
                     break
         finally:
             # Without the socket in this process or its children, connecting fails at once (no waiting).
@@ -233,16 +259,23 @@ class _Supervisor:
                     pass
 
 
+@dataclass
+class Pool:
+    """A started pool: its supervisor, and the socket it listens on (the file this start created)."""
+
+    process: subprocess.Popen
+    path: str
+    inode: int
+
+
 def start(path: str, processes: int, time_cost: int, memory_cost: int, parallelism: int,
-          log_format: str = "text"):
+          log_format: str = "text") -> Pool:
     """Listen on the Unix socket `path` (owner only) and start the pool's supervisor with `processes` hashing
-    processes; return the supervisor's `Popen`.
+    processes.
 
     The caller keeps no copy of the listening socket: once the pool is gone, connecting fails at once and the
     workers hash for themselves, instead of waiting on a socket nobody answers.
     """
-    import subprocess
-
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):  # never delete anything but a stale socket
             raise FileExistsError(f"{path} exists and is not a socket")
@@ -256,9 +289,10 @@ def start(path: str, processes: int, time_cost: int, memory_cost: int, paralleli
     listener.listen(128)
     try:
         fd = listener.fileno()
-        return subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd), str(os.getpid()),
-                                 str(processes), str(time_cost), str(memory_cost), str(parallelism), log_format],
-                                pass_fds=(fd,), close_fds=True)
+        process = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd), str(os.getpid()),
+                                    str(processes), str(time_cost), str(memory_cost), str(parallelism), log_format],
+                                   pass_fds=(fd,), close_fds=True)
+        return Pool(process, path, os.lstat(path).st_ino)
     except OSError:
         os.unlink(path)
         raise
@@ -266,16 +300,21 @@ def start(path: str, processes: int, time_cost: int, memory_cost: int, paralleli
         listener.close()
 
 
-def stop(pool, path: str) -> None:
-    """End the pool (its supervisor ends the hashing processes) and remove its socket."""
-    pool.terminate()
+def stop(pool: Pool) -> None:
+    """End the pool (its supervisor ends the hashing processes) and remove its socket, if it is still the one
+    this pool created: after a binary upgrade (USR2) the new master's pool listens on the same path."""
+    pool.process.terminate()
     try:
-        pool.wait(timeout=5)
-    except Exception:  # noqa: BLE001 - one that will not end is killed (its processes follow within a second)
-        pool.kill()
-        pool.wait()
-    if os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
-        os.unlink(path)
+        pool.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # one that will not end is killed (its processes follow within a second)
+        pool.process.kill()
+        pool.process.wait()
+    try:
+        current = os.lstat(pool.path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(current.st_mode) and current.st_ino == pool.inode:
+        os.unlink(pool.path)
 
 
 def main(argv: list[str]) -> None:

@@ -2,6 +2,7 @@
 workers hash for themselves whenever it does not answer."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -32,9 +33,9 @@ LOCAL = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
 def pool(tmp_path):
     """A pool of two processes on a socket in the test's folder; the socket's path."""
     path = str(tmp_path / "hash.sock")
-    supervisor = hashpool.start(path, 2, *CHEAP)
+    started = hashpool.start(path, 2, *CHEAP)
     yield path
-    hashpool.stop(supervisor, path)
+    hashpool.stop(started)
 
 
 def test_the_pool_verifies_and_hashes(pool):
@@ -69,11 +70,11 @@ def test_a_malformed_request_costs_only_its_connection(pool, request_bytes):
 
 def test_a_hasher_uses_the_pool_and_hashes_itself_when_it_is_gone(tmp_path, caplog):
     path = str(tmp_path / "hash.sock")
-    supervisor = hashpool.start(path, 1, *CHEAP)
+    started = hashpool.start(path, 1, *CHEAP)
     hasher = Hasher(*CHEAP, pool=path)
     stored = hasher.hash(PASSWORD)
     assert hasher.verify(stored, PASSWORD) == (True, None)
-    hashpool.stop(supervisor, path)
+    hashpool.stop(started)
     with caplog.at_level(logging.WARNING, logger="authsvc.services.passwords"):
         assert hasher.verify(stored, PASSWORD) == (True, None)
         assert hasher.verify(stored, "wrong password") == (False, None)
@@ -104,7 +105,7 @@ def test_pool_processes_end_when_their_parent_is_killed(tmp_path):
     path = str(tmp_path / "hash.sock")
     parent = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, sys.argv[1]); from authsvc import hashpool; "
-        "print(hashpool.start(sys.argv[2], 2, 1, 8, 1).pid, flush=True); time.sleep(60)"),
+        "print(hashpool.start(sys.argv[2], 2, 1, 8, 1).process.pid, flush=True); time.sleep(60)"),
         str(Path(__file__).resolve().parent.parent), path], stdout=subprocess.PIPE, text=True)
     supervisor = int(parent.stdout.readline())
     assert _wait_for(lambda: len(_children(supervisor)) == 2)
@@ -115,52 +116,83 @@ def test_pool_processes_end_when_their_parent_is_killed(tmp_path):
     assert _wait_for(lambda: not any(_alive(pid) for pid in pids))
 
 
-def test_a_hashing_process_that_dies_is_replaced(tmp_path, capfd):
+def _lines(err: str, log_format: str) -> list[str]:
+    """The pool's messages in what it wrote to stderr, each checked against the format it was asked for."""
+    if log_format == "json":
+        records = [json.loads(line) for line in err.splitlines() if line.strip()]
+        assert all(r["logger"] == "authsvc.hashpool" and r["time"].endswith("Z") for r in records)
+        return [r["message"] for r in records]
+    return [line.split(" authsvc.hashpool: ", 1)[1] for line in err.splitlines() if " authsvc.hashpool: " in line]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_hashing_process_that_dies_is_replaced(tmp_path, capfd, log_format):
     path = str(tmp_path / "hash.sock")
-    pool = hashpool.start(path, 2, *CHEAP)  # started here, not in a fixture: its stderr is the one capfd reads
+    # Started here, not in a fixture: its stderr is the one capfd reads.
+    pool = hashpool.start(path, 2, *CHEAP, log_format=log_format)
     try:
-        assert _wait_for(lambda: len(_children(pool.pid)) == 2)
-        victim, survivor = _children(pool.pid)
-        os.kill(victim, signal.SIGKILL)
-        assert _wait_for(lambda: len(set(_children(pool.pid)) - {victim}) == 2)
-        assert survivor in _children(pool.pid)
-        # Requests two at a time, so the survivor and the replacement both answer from the pool.
+        supervisor = pool.process.pid
+        assert _wait_for(lambda: len(_children(supervisor)) == 2)
+        first, second = _children(supervisor)
+        os.kill(first, signal.SIGKILL)
+        assert _wait_for(lambda: len(set(_children(supervisor)) - {first}) == 2)
+        time.sleep(hashpool.QUICK_DEATH_SECONDS)  # the replacement lives: the next death is not "at start"
+        os.kill(second, signal.SIGKILL)  # the other original too: only replacements are left to answer
+        assert _wait_for(lambda: len(set(_children(supervisor)) - {first, second}) == 2)
         with ThreadPoolExecutor(2) as both:
             answers = list(both.map(lambda _: hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD), range(4)))
         assert answers == [True] * 4
-        assert f"hashing process {victim} ended (signal 9); starting another" in capfd.readouterr().err
+        messages = _lines(capfd.readouterr().err, log_format)
+        assert messages == [f"hashing process {pid} ended (signal 9); starting another" for pid in (first, second)]
     finally:
-        hashpool.stop(pool, path)
+        hashpool.stop(pool)
 
 
 def test_the_pool_gives_up_when_its_processes_die_as_they_start(tmp_path, capfd):
     path = str(tmp_path / "hash.sock")
-    supervisor = hashpool.start(path, 2, *CHEAP)
+    pool = hashpool.start(path, 2, *CHEAP)
     try:
         # Killed as fast as they come (an OOM killer, say): after five quick deaths the supervisor closes the
         # socket instead of leaving the workers to wait out their timeout on it.
         def kill_them_all() -> bool:
-            for pid in _children(supervisor.pid):
+            for pid in _children(pool.process.pid):
                 os.kill(pid, signal.SIGKILL)
-            return supervisor.poll() is not None
+            return pool.process.poll() is not None
         assert _wait_for(kill_them_all)
         started = time.monotonic()
         with pytest.raises(hashpool.PoolUnavailable, match="ConnectionRefusedError"):
             hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD)
         assert time.monotonic() - started < 1
-        assert "giving up: the workers hash for themselves" in capfd.readouterr().err
+        assert "giving up: the workers hash for themselves" in _lines(capfd.readouterr().err, "text")[-1]
     finally:
-        hashpool.stop(supervisor, path)
+        hashpool.stop(pool)
 
 
 def test_stopping_the_pool_ends_every_process(tmp_path):
     path = str(tmp_path / "hash.sock")
-    supervisor = hashpool.start(path, 3, *CHEAP)
-    assert _wait_for(lambda: len(_children(supervisor.pid)) == 3)
-    pids = _children(supervisor.pid)
-    hashpool.stop(supervisor, path)
-    assert supervisor.returncode == 0
-    assert _wait_for(lambda: not any(_alive(pid) for pid in pids), 2)
+    pool = hashpool.start(path, 3, *CHEAP)
+    assert _wait_for(lambda: len(_children(pool.process.pid)) == 3)
+    pids = _children(pool.process.pid)
+    hashpool.stop(pool)
+    assert pool.process.returncode == 0
+    # At once: the supervisor ends its processes and waits for them before it exits (they would notice its
+    # absence only within a second).
+    assert not any(_alive(pid) for pid in pids)
+    assert not os.path.exists(path)
+
+
+def test_stopping_a_pool_leaves_a_newer_pools_socket_alone(tmp_path):
+    # A binary upgrade (USR2): the new master's pool binds the same path while the old one still runs; the old
+    # master's exit must not take the new pool's socket with it.
+    path = str(tmp_path / "hash.sock")
+    old = hashpool.start(path, 1, *CHEAP)
+    new = hashpool.start(path, 1, *CHEAP)
+    try:
+        hashpool.stop(old)
+        assert os.path.exists(path)
+        assert hashpool.verify(path, LOCAL.hash(PASSWORD), PASSWORD) is True
+    finally:
+        hashpool.stop(new)
     assert not os.path.exists(path)
 
 
@@ -185,7 +217,10 @@ def _sign_up_and_in(server: Gunicorn, email: str, logins: int = 1) -> dict:
 
 def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_path):
     # Parameters whose memory would show: 64 MiB a hash.
-    server = _gunicorn(sqlite_template, tmp_path, GUNICORN_HASH_PROCESSES="2", ARGON2_MEMORY_COST="65536")
+    temporary = tmp_path / "tmp"  # where gunicorn.conf.py makes the socket's folder
+    temporary.mkdir()
+    server = _gunicorn(sqlite_template, tmp_path, GUNICORN_HASH_PROCESSES="2", ARGON2_MEMORY_COST="65536",
+                       TMPDIR=str(temporary))
     try:
         children = _children(server.process.pid)
         [supervisor] = [pid for pid in children if b"hashpool.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
@@ -200,9 +235,13 @@ def test_gunicorn_runs_the_pool_and_its_workers_never_hash(sqlite_template, tmp_
         # Hashing in the worker would have added Argon2's 64 MiB to its peak; the first sign-up and sign-in add
         # about 12 MiB of their own (code and caches met for the first time).
         assert _peak_kb(worker) - before < 40 * 1024
+        # Stopped as an operator would, through the master alone: its exit hook must end the pool.
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=25)
+        assert _wait_for(lambda: not any(_alive(pid) for pid in pool_pids), 2)
+        assert not list(temporary.iterdir())  # the socket and its private folder are gone
     finally:
         server.stop()
-    assert not [pid for pid in pool_pids if _alive(pid)]
 
 
 def _children(parent: int) -> list[int]:

@@ -75,7 +75,8 @@ def authenticate(email: str, password: str, source_ip: str) -> User:
 
 def check_may_sign_in(user: User, keep_changes: bool = False) -> None:
     """403 `account_disabled` or `email_not_verified` (when REQUIRE_VERIFIED_EMAIL) for a user who proved who
-    they are; `keep_changes` commits what the sign-in staged (an account it made, its mail) despite the refusal."""
+    they are. With `keep_changes`, an `email_not_verified` refusal still commits what the sign-in staged (an
+    account it made, its verification mail); a disabled account's sign-in changes nothing."""
     if not user.is_active:
         raise APIError(403, "account_disabled", "This account is disabled.")
     if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not user.email_verified:

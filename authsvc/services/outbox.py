@@ -130,6 +130,8 @@ def deliver_until_stopped(app: Flask, stopping: threading.Event, wakeup: threadi
     MAIL_POLL_SECONDS or until `wakeup`. A failed pass (database down) is logged and the next one retries."""
     while not stopping.is_set():
         busy = False
+        if wakeup is not None:
+            wakeup.clear()  # before the pass: a commit that queues mail during it wakes the wait that follows
         try:
             with app.app_context():  # a fresh database session for every pass
                 sent, failed = flush(limit=batch)
@@ -140,8 +142,6 @@ def deliver_until_stopped(app: Flask, stopping: threading.Event, wakeup: threadi
             log.exception("mail outbox delivery failed")
         if not busy:
             (wakeup or stopping).wait(app.config["MAIL_POLL_SECONDS"])
-            if wakeup is not None:
-                wakeup.clear()
 
 
 class Sender(threading.Thread):
