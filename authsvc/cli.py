@@ -122,10 +122,11 @@ def audit_group():
 
 @audit_group.command("purge")
 @click.option("--days", type=click.IntRange(min=0), default=None, help="Keep this many days (default: AUDIT_RETENTION_DAYS).")
-def audit_purge(days: int | None):
-    """Delete audit events older than the retention."""
-    removed = audit.purge(days)
-    db.session.commit()
+@click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True,
+              help="Rows per transaction.")
+def audit_purge(days: int | None, batch_size: int):
+    """Delete audit events older than the retention, in batches."""
+    removed = audit.purge(days, batch_size)
     click.echo(f"removed {removed} audit events")
 
 

@@ -24,7 +24,7 @@ def test_events_of_a_user_life(auth, client, admin):
     client.post("/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": "new passphrase 8x"},
                 headers=auth.bearer(child))
     client.post("/api/v1/auth/logout", headers=auth.bearer(child))
-    user_id = client.get(f"/api/v1/admin/users?q=user@", headers=admin).json["items"][0]["id"]
+    user_id = client.get("/api/v1/admin/users?q=user@", headers=admin).json["items"][0]["id"]
     page = _events(client, admin, user_id=user_id)
     names = [e["event"] for e in page["items"]]
     assert names == ["logout", "password_changed", "login_failed", "login_succeeded", "user_registered"]
@@ -72,12 +72,27 @@ def test_events_hold_no_secrets(auth, client, admin):
     assert PASSWORD not in body and pair["refresh_token"] not in body and pair["access_token"] not in body
 
 
-def test_purge_keeps_recent_events(app, runner, auth):
+@pytest.mark.parametrize("args, old_events", [([], 1), (["--batch-size", "2"], 5), (["--days", "30"], 3)])
+def test_purge_keeps_recent_events(app, runner, auth, args, old_events):
     auth.register()
+    with app.app_context():
+        for age in range(old_events):
+            db.session.add(AuditEvent(event="login_failed", created_at=utcnow() - timedelta(days=400 + age),
+                                      details={}))
+        db.session.add(AuditEvent(event="login_failed", created_at=utcnow() - timedelta(days=20), details={}))
+        db.session.commit()
+    result = runner.invoke(args=["audit", "purge", *args])
+    assert result.exit_code == 0 and f"removed {old_events} audit events" in result.output
+    with app.app_context():
+        assert sorted(e.event for e in db.session.query(AuditEvent)) == ["login_failed", "user_registered"]
+
+
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-size", "x"], ["--days", "-1"]])
+def test_purge_refuses_bad_options(app, runner, args):
     with app.app_context():
         db.session.add(AuditEvent(event="login_failed", created_at=utcnow() - timedelta(days=400), details={}))
         db.session.commit()
-    result = runner.invoke(args=["audit", "purge"])
-    assert result.exit_code == 0 and "removed 1" in result.output
+    result = runner.invoke(args=["audit", "purge", *args])
+    assert result.exit_code == 2
     with app.app_context():
-        assert [e.event for e in db.session.query(AuditEvent)] == ["user_registered"]
+        assert db.session.query(AuditEvent).count() == 1

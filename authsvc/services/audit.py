@@ -10,12 +10,13 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app, g, has_request_context, request
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from .. import signals
 from ..extensions import db
 from ..models import AuditEvent, utcnow
 from ..schemas import header_text
+from .maintenance import delete_in_batches
 
 SAFE_DETAILS = ("reason", "fields", "by_admin", "email", "old_email", "client_id", "blocked_seconds", "all",
                 "count", "provider")
@@ -90,8 +91,12 @@ def events(page: int, per_page: int, user_id: str | None, event: str | None) -> 
     return {"items": [r.to_dict() for r in rows], "page": page, "per_page": per_page, "total": total}
 
 
-def purge(older_than_days: int | None = None) -> int:
-    """Stage the deletion of events older than the retention (AUDIT_RETENTION_DAYS); return how many."""
+def purge(older_than_days: int | None = None, batch_size: int = 1000) -> int:
+    """Delete events older than the retention (AUDIT_RETENTION_DAYS) in committed batches; return how many.
+
+    The trail grows by a row per sign-in: a first purge, or one after a long pause, may meet millions of rows, and
+    one DELETE of them all would be one long transaction (and on SQLite one long write lock) that live requests
+    wait behind. Batches of `batch_size` let them interleave, as `authsvc cleanup` does.
+    """
     days = current_app.config["AUDIT_RETENTION_DAYS"] if older_than_days is None else older_than_days
-    result = db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < utcnow() - timedelta(days=days)))
-    return result.rowcount
+    return delete_in_batches(AuditEvent, AuditEvent.created_at < utcnow() - timedelta(days=days), batch_size)

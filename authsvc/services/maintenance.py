@@ -59,7 +59,7 @@ def exclusive() -> Iterator[bool]:
                 connection.scalar(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
 
 
-def _delete_in_batches(model, where, batch_size: int) -> int:
+def delete_in_batches(model, where, batch_size: int) -> int:
     """Delete the rows of `model` matching `where`, `batch_size` at a time, one committed transaction each."""
     keys = list(model.__table__.primary_key.columns)
     total = 0
@@ -96,18 +96,18 @@ def _cleanup(batch_size: int) -> dict[str, int]:
     # can go first, in batches of their own, and the sessions after them.
     dead_session = or_(Session.revoked_at < cutoff, Session.expires_at < cutoff)
     counts = {
-        "refresh_tokens": _delete_in_batches(
+        "refresh_tokens": delete_in_batches(
             RefreshToken, RefreshToken.session_id.in_(select(Session.id).where(dead_session)), batch_size),
-        "sessions": _delete_in_batches(Session, dead_session, batch_size),
-        "one_time_tokens": _delete_in_batches(
+        "sessions": delete_in_batches(Session, dead_session, batch_size),
+        "one_time_tokens": delete_in_batches(
             OneTimeToken, or_(OneTimeToken.used_at < cutoff, OneTimeToken.expires_at < cutoff), batch_size),
         # Exactly the rows throttle.py would treat as no failures at all: window passed, no block running.
-        "login_failures": _delete_in_batches(LoginFailure, and_(
+        "login_failures": delete_in_batches(LoginFailure, and_(
             LoginFailure.last_failure_at < now - window,
             or_(LoginFailure.blocked_until.is_(None), LoginFailure.blocked_until < now)), batch_size),
-        "revoked_tokens": _delete_in_batches(RevokedToken, RevokedToken.expires_at < cutoff, batch_size),
-        "outbox_sent": _delete_in_batches(OutboxMessage, OutboxMessage.sent_at < mail_cutoff, batch_size),
-        "outbox_dead": _delete_in_batches(OutboxMessage, and_(
+        "revoked_tokens": delete_in_batches(RevokedToken, RevokedToken.expires_at < cutoff, batch_size),
+        "outbox_sent": delete_in_batches(OutboxMessage, OutboxMessage.sent_at < mail_cutoff, batch_size),
+        "outbox_dead": delete_in_batches(OutboxMessage, and_(
             OutboxMessage.sent_at.is_(None), OutboxMessage.attempts > 0, OutboxMessage.created_at < mail_cutoff),
             batch_size),
     }
