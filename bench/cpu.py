@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from .procs import children_of, stat_fields
+from .procs import children_of, process_tree, stat_fields
 
 
 # -- CPU accounting ------------------------------------------------------------------------------------------
@@ -33,28 +33,29 @@ def _proc_cpu(pid: int, with_children: bool) -> tuple[float, float, int]:
     return (user + system) / CLK_TCK, system / CLK_TCK, faults
 
 
-def tree_usage(root: int | None) -> tuple[float, float, int]:
+def tree_usage(root: int | None, tree: dict[int, list[int]] | None = None) -> tuple[float, float, int]:
     """_proc_cpu summed over a process, its reaped children and its live descendants (gunicorn with its workers and
     the hashing pool's supervisor and processes; the postmaster)."""
     if not root:
         return 0.0, 0.0, 0
+    tree = process_tree() if tree is None else tree
     parts, todo = [], [root]
     while todo:
         pid = todo.pop()
         parts.append(_proc_cpu(pid, True))
-        todo.extend(children_of(pid))
+        todo.extend(children_of(pid, tree))
     return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
-def tree_cpu(root: int | None) -> float:
+def tree_cpu(root: int | None, tree: dict[int, list[int]] | None = None) -> float:
     """CPU seconds used so far by a process and its descendants (0 without one)."""
-    return tree_usage(root)[0]
+    return tree_usage(root, tree)[0]
 
 
 class CpuAccount:
     """Who used the CPU during one slice: the server under test, PostgreSQL, the load generator, everyone else."""
 
-    KEYS = ("wall", "busy", "app", "app_sys", "app_faults", "pool", "db", "self")
+    KEYS = ("wall", "busy", "app", "app_sys", "app_faults", "pool", "db", "loadgen", "bench")
 
     def __init__(self, app_pids: list[int], postmaster_pid: int | None, pool_pid: int | None = None):
         """`pool_pid`: the hashing pool's supervisor, whose tree is part of the app's and also counted apart."""
@@ -63,12 +64,16 @@ class CpuAccount:
 
     def _snapshot(self) -> dict:
         total, idle = _cpu_times()
-        app = [tree_usage(pid) for pid in self.app_pids]
+        tree = process_tree()
+        app = [tree_usage(pid, tree) for pid in self.app_pids]
+        own = os.times()
         return {"wall": time.monotonic(), "busy": (total - idle) / CLK_TCK,
                 "app": sum(a[0] for a in app), "app_sys": sum(a[1] for a in app),
-                "app_faults": sum(a[2] for a in app), "pool": tree_cpu(self.pool_pid),
-                "db": tree_cpu(self.postmaster_pid),
-                "self": sum(os.times()[:4])}  # this process and its reaped children: wrk (and py-spy)
+                "app_faults": sum(a[2] for a in app), "pool": tree_cpu(self.pool_pid, tree),
+                "db": tree_cpu(self.postmaster_pid, tree),
+                # wrk (and py-spy) are this process's children, reaped when they end; this process itself
+                # (the memory sampler, the orchestration) is measuring, not load, and counts as other work
+                "loadgen": own.children_user + own.children_system, "bench": own.user + own.system}
 
     def finish(self) -> dict:
         """The CPU each part used since this account was opened."""
@@ -79,15 +84,16 @@ class CpuAccount:
 def cpu_summary(raw: dict, requests: int) -> dict:
     """Per-request CPU and cores used, from summed CpuAccount deltas."""
     wall = max(raw["wall"], 1e-9)
-    other = max(raw["busy"] - raw["app"] - raw["db"] - raw["self"], 0.0)
+    other = max(raw["busy"] - raw["app"] - raw["db"] - raw["loadgen"], 0.0)
     per = lambda v: 1000 * v / max(requests, 1)  # noqa: E731
     return {"app_ms_per_req": per(raw["app"]), "pool_ms_per_req": per(raw.get("pool", 0.0)),
             "db_ms_per_req": per(raw["db"]),
-            "loadgen_ms_per_req": per(raw["self"]),
-            "total_ms_per_req": per(raw["app"] + raw["db"] + raw["self"]),
+            "loadgen_ms_per_req": per(raw["loadgen"]), "bench_ms_per_req": per(raw["bench"]),
+            "total_ms_per_req": per(raw["app"] + raw["db"] + raw["loadgen"]),
             "app_kernel_share": raw["app_sys"] / raw["app"] if raw["app"] else 0.0,
             "app_minor_faults_per_req": raw["app_faults"] / max(requests, 1),
-            "app_cores": raw["app"] / wall, "db_cores": raw["db"] / wall, "loadgen_cores": raw["self"] / wall,
+            "app_cores": raw["app"] / wall, "db_cores": raw["db"] / wall, "loadgen_cores": raw["loadgen"] / wall,
+            "bench_cores": raw["bench"] / wall,
             "other_cores": other / wall}
 
 

@@ -77,15 +77,20 @@ def stat_fields(pid: int) -> list[str] | None:
     return stat[stat.rfind(")") + 2:].split()
 
 
-def children_of(pid: int) -> list[int]:
-    """Pids whose parent is `pid` (gunicorn's workers), from /proc."""
-    found = []
+def process_tree() -> dict[int, list[int]]:
+    """Every process's children, from one pass over /proc: parent pid -> child pids."""
+    tree: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
+            if fields is not None:
+                tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def children_of(pid: int, tree: dict[int, list[int]] | None = None) -> list[int]:
+    """Pids whose parent is `pid` (gunicorn's workers), from `tree` or a fresh pass over /proc."""
+    return list((process_tree() if tree is None else tree).get(pid, ()))
 
 
 def kb_field(path: str, field: str) -> int | None:
@@ -124,6 +129,7 @@ class Gunicorn:
         self.procs, self.app_spec, self.env, self.log_path, self.ready_path = procs, app_spec, env, log_path, ready_path
         self.port = int(env["GUNICORN_BIND"].rsplit(":", 1)[1])
         self.proc: subprocess.Popen | None = None
+        self._is_pool: dict[int, bool] = {}  # child pid -> whether it is the hashing pool's supervisor
 
     def start(self, timeout: float = 60.0) -> None:
         """Start gunicorn and wait until its health path answers and every worker is up."""
@@ -151,31 +157,34 @@ class Gunicorn:
         """The worker count gunicorn.conf.py asks for in this environment."""
         return int(self.env.get("GUNICORN_WORKERS", usable_cpus() * 2 + 1))
 
-    def _children(self) -> dict[int, bool]:
-        """The master's children: pid -> whether it is a hashing-pool process (not a worker)."""
+    def _children(self, tree: dict[int, list[int]] | None = None) -> dict[int, bool]:
+        """The master's children: pid -> whether it is the hashing pool's supervisor (not a worker)."""
         if not self.proc or self.proc.poll() is not None:
             return {}
         found = {}
-        for pid in children_of(self.proc.pid):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    found[pid] = b"hashpool.py" in fh.read()
-            except OSError:
-                continue
+        for pid in children_of(self.proc.pid, tree):
+            if pid not in self._is_pool:  # a pid's role never changes: its command line is read once
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        self._is_pool[pid] = b"hashpool.py" in fh.read()
+                except OSError:
+                    continue
+            found[pid] = self._is_pool[pid]
         return found
 
-    def workers(self) -> list[int]:
+    def workers(self, tree: dict[int, list[int]] | None = None) -> list[int]:
         """The gunicorn master's worker pids."""
-        return [pid for pid, pool in self._children().items() if not pool]
+        return [pid for pid, pool in self._children(tree).items() if not pool]
 
-    def hash_pool_supervisor(self) -> int | None:
+    def hash_pool_supervisor(self, tree: dict[int, list[int]] | None = None) -> int | None:
         """The pid of the hashing pool's supervisor (a child of the master), if there is a pool."""
-        return next((pid for pid, pool in self._children().items() if pool), None)
+        return next((pid for pid, pool in self._children(tree).items() if pool), None)
 
-    def hash_pool(self) -> list[int]:
+    def hash_pool(self, tree: dict[int, list[int]] | None = None) -> list[int]:
         """The pids of the hashing pool's processes (children of its supervisor)."""
-        supervisor = self.hash_pool_supervisor()
-        return children_of(supervisor) if supervisor else []
+        tree = process_tree() if tree is None else tree
+        supervisor = self.hash_pool_supervisor(tree)
+        return children_of(supervisor, tree) if supervisor else []
 
     def stop(self) -> None:
         """Stop gunicorn gracefully (SIGTERM), then whatever is left of it."""
@@ -198,10 +207,11 @@ class MemorySampler(threading.Thread):
 
     def sample(self) -> None:
         """Record each watched worker's VmHWM under the current phase (and the hashing pool's)."""
+        tree = process_tree()  # one pass over /proc a sample: the bench's own CPU competes with the service's
         for server in list(self.servers):
-            for pid in server.hash_pool() if server.app_spec == "wsgi:app" else ():
+            for pid in server.hash_pool(tree) if server.app_spec == "wsgi:app" else ():
                 self.pool_seen[pid] = max(self.pool_seen.get(pid, 0), proc_status_kb(pid, "VmHWM") or 0)
-            for pid in server.workers():
+            for pid in server.workers(tree):
                 hwm, rss = proc_status_kb(pid, "VmHWM"), proc_status_kb(pid, "VmRSS")
                 if hwm is None:
                     continue

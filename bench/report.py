@@ -68,7 +68,8 @@ def markdown(results: dict) -> str:
     out = ["\n".join(lines), "",
            "CPU time per request, summed over the measured slices (the service's gunicorn master, workers and hashing "
            "pool, "
-           "every PostgreSQL process, wrk), and the cores other processes on the machine kept busy meanwhile:", "",
+           "every PostgreSQL process, wrk), and the cores other processes on the machine (this bench's own included) "
+           "kept busy meanwhile:", "",
            "| workload | service | PostgreSQL | wrk | total | limit's total | other work (cores) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
