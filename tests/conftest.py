@@ -176,22 +176,32 @@ def browser():
     stop_browser(playwright, instance)
 
 
-@pytest.fixture
-def live_server(request, database_url, tmp_path, smtp_server):
-    """The app served over HTTP on 127.0.0.1, its PUBLIC_BASE_URL its own address (mail links lead back to it)."""
+def _live_server(database_url, tmp_path, smtp_server, https: bool):
     from .liveserver import LiveServer, free_port
 
     port = free_port()
     smtp_server.clear()
     application = make_app(
-        database_url, tmp_path / "instance", PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        database_url, tmp_path / "instance", PUBLIC_BASE_URL=f"{'https' if https else 'http'}://127.0.0.1:{port}",
         MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_server.port, MAIL_POLL_SECONDS=0.1,
     )
-    server = LiveServer(application, port)
+    server = LiveServer(application, port, https=https)
     server.start()
     yield server
     server.stop()
     dispose(application)
+
+
+@pytest.fixture
+def live_server(database_url, tmp_path, smtp_server):
+    """The app served over HTTP on 127.0.0.1, its PUBLIC_BASE_URL its own address (mail links lead back to it)."""
+    yield from _live_server(database_url, tmp_path, smtp_server, https=False)
+
+
+@pytest.fixture
+def https_live_server(database_url, tmp_path, smtp_server):
+    """The same over HTTPS (a self-signed certificate): CSRF checks the Referer only there."""
+    yield from _live_server(database_url, tmp_path, smtp_server, https=True)
 
 
 @pytest.fixture

@@ -17,19 +17,20 @@ def free_port() -> int:
 class LiveServer:
     """A threaded werkzeug server for `app` on 127.0.0.1:`port`."""
 
-    def __init__(self, app, port: int):
-        self.app, self.port = app, port
+    def __init__(self, app, port: int, https: bool = False):
+        self.app, self.port, self.https = app, port, https
         self.server = None
         self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start serving in a daemon thread."""
-        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        """Start serving in a daemon thread (over TLS with a throwaway self-signed certificate if `https`)."""
+        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True,
+                                  ssl_context="adhoc" if self.https else None)
         self.thread = threading.Thread(target=self.server.serve_forever, name="live-server", daemon=True)
         self.thread.start()
 

@@ -127,6 +127,23 @@ def test_next_to_a_foreign_origin_is_refused(live_server, context):
     assert page.url == f"{base}/account"
 
 
+def test_the_forms_work_over_https(https_live_server, browser):
+    # Over HTTPS the CSRF check also wants a same-origin Referer, which the pages' referrer policy must let the
+    # browser send (with `no-referrer` every form was refused).
+    base = https_live_server.url
+    ctx = browser.new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    page.goto(f"{base}/signup")
+    page.get_by_label("Email").fill("tls@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    page.wait_for_url(f"{base}/account")
+    ctx.clear_cookies()
+    _sign_in(page, base, email="tls@example.com")
+    assert page.url == f"{base}/account"
+    ctx.close()
+
+
 def test_pages_fit_a_phone(live_server, browser):
     ctx = browser.new_context(viewport={"width": 360, "height": 740})
     page = ctx.new_page()

@@ -1,5 +1,6 @@
 """Hosted pages through the test client: forms, CSRF, cookies, redirects, and links that GET must not consume."""
 import re
+from urllib.parse import quote
 
 import pytest
 
@@ -22,7 +23,7 @@ def post_form(client, path, data, page=None):
 
 def sign_in_page(client, email="user@example.com", password=PASSWORD, next_=None):
     """Sign in through /login; return the response."""
-    path = f"/login?next={next_}" if next_ else "/login"
+    path = f"/login?next={quote(next_, safe='')}" if next_ else "/login"
     return post_form(client, path, {"email": email, "password": password})
 
 
@@ -106,6 +107,11 @@ def test_login_page_wrong_password(auth, client):
     ("https://evil.example/steal", "/account"),
     ("//evil.example/steal", "/account"),
     ("/\\evil.example", "/account"),
+    ("/\t/evil.example/steal", "/account"),  # browsers drop the tab: `//evil.example`
+    ("/\n/evil.example", "/account"),  # and a newline would break the Location header
+    ("\t//evil.example", "/account"),
+    ("/ /evil.example", "/account"),
+    ("/\u200b/evil.example", "/account"),
     ("javascript:alert(1)", "/account"),
     ("https://app.example.com/home", "https://app.example.com/home"),
 ])

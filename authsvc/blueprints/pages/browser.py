@@ -79,7 +79,9 @@ def load_browser_user() -> None:
 
 def safe_next(target: str | None) -> str:
     """`target` if it stays on this service or goes to an allowed origin; `/account` otherwise."""
-    if not target:
+    # Browsers and URL parsers drop tabs and newlines (`/\t/evil.example` is `//evil.example` to them), and a
+    # newline in a Location header is refused: no control character or space at all.
+    if not target or not target.isprintable() or any(c.isspace() for c in target):
         return "/account"
     if target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target:
         return target
@@ -117,4 +119,8 @@ def finish_page(response):
     )
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Cache-Control", "no-store")
+    # Not the API's `no-referrer`: over HTTPS the CSRF check (Flask-WTF's WTF_CSRF_SSL_STRICT) refuses a form
+    # post without a same-origin Referer, and browsers would send none. `same-origin` still keeps a page's URL
+    # (a reset link's token) from every other site.
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
