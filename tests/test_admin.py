@@ -38,6 +38,58 @@ def test_role_permissions_grant_access(app, auth, client, admin):
     assert client.post(USERS, json={"email": "x@example.com"}, headers=helper).status_code == 403
 
 
+@pytest.fixture
+def support(app, auth, client, admin) -> dict:
+    """Headers of a signed-in user whose `support` role may read and write users (and nothing else)."""
+    with app.app_context():
+        db.session.add(Role(name="support", permissions=["users:read", "users:write"]))
+        db.session.add(Role(name="auditor", permissions=["audit:read"]))
+        db.session.commit()
+    _make(client, admin, "helper@example.com", roles=["support"])
+    return auth.bearer(auth.login("helper@example.com").json)
+
+
+def _id(client, admin, email) -> str:
+    return client.get(USERS, query_string={"q": email}, headers=admin).json["items"][0]["id"]
+
+
+@pytest.mark.parametrize("change", [
+    {"roles": ["support", "admin"]},  # granting itself admin
+    {"roles": ["support", "auditor"]},  # or a permission it does not hold
+])
+def test_no_one_grants_themselves_more_than_they_hold(client, admin, support, change):
+    me = _id(client, admin, "helper@example.com")
+    response = client.patch(f"{USERS}/{me}", json=change, headers=support)
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    assert client.get(f"{USERS}/{me}", headers=admin).json["roles"] == ["support"]
+    made = client.post(USERS, json={"email": "new@example.com", "password": PASSWORD, **change}, headers=support)
+    assert made.status_code == 403 and made.json["error"]["code"] == "forbidden"
+    assert client.get(USERS, query_string={"q": "new@"}, headers=admin).json["total"] == 0
+
+
+@pytest.mark.parametrize("method, body", [
+    ("patch", {"email": "taken-over@evil.example"}),  # then a password reset would go to the new address
+    ("patch", {"is_active": False}),
+    ("patch", {"roles": []}),
+    ("delete", None),
+])
+def test_no_one_manages_an_account_more_powerful_than_their_own(client, admin, support, method, body):
+    boss = _id(client, admin, "admin@example.com")
+    response = getattr(client, method)(f"{USERS}/{boss}", json=body, headers=support)
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    after = client.get(f"{USERS}/{boss}", headers=admin).json
+    assert after["email"] == "admin@example.com" and after["is_active"] and after["roles"] == ["admin"]
+
+
+def test_within_its_powers_a_role_manages_users(client, admin, support):
+    made = client.post(USERS, json={"email": "plain@example.com", "password": PASSWORD, "roles": ["support"]},
+                       headers=support)
+    assert made.status_code == 201
+    changed = client.patch(f"{USERS}/{made.json['id']}", json={"full_name": "Plain", "roles": []}, headers=support)
+    assert changed.status_code == 200 and changed.json["roles"] == []
+    assert client.delete(f"{USERS}/{made.json['id']}", headers=support).status_code == 204
+
+
 def test_create_and_get(client, admin):
     user = _make(client, admin, "New@Example.com", full_name="New", roles=["editor"], tier="premium",
                  email_verified=True)

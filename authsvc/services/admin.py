@@ -7,7 +7,7 @@ from sqlalchemy import func, or_, select
 from .. import signals
 from ..errors import APIError
 from ..extensions import db
-from ..models import ADMIN_ROLE, Role, User, user_roles, utcnow
+from ..models import ADMIN_ROLE, PERMISSIONS, Role, User, user_roles, utcnow
 from . import accounts, verification
 from .sessions import revoke_user_sessions
 from .users import check_tier, find_by_email, guard_last_admin, role
@@ -30,9 +30,29 @@ def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, 
     return {"items": [u.to_dict() for u in items], "page": page, "per_page": per_page, "total": total}
 
 
-def create_user(email: str, password: str | None, full_name: str, roles: list[str], tier: str | None,
-                email_verified: bool) -> User:
-    """Stage a user created by an admin; without a password they set one through the reset flow."""
+def _powers(roles) -> set[str]:
+    """What holding `roles` allows: their permissions, and for `admin` all of them and `admin` itself."""
+    powers: set[str] = set()
+    for held in roles:
+        powers |= {ADMIN_ROLE, *PERMISSIONS} if held.name == ADMIN_ROLE else set(held.permissions or [])
+    return powers
+
+
+def _check_may_manage(actor: User, roles, what: str) -> None:
+    """403 `forbidden` unless `actor` holds every power of `roles`.
+
+    `users:write` lets a role manage accounts, but never beyond its own powers: otherwise a support role could
+    grant itself `admin`, or change an admin's email address and then reset that admin's password.
+    """
+    missing = _powers(roles) - _powers(actor.roles)
+    if missing:
+        raise APIError(403, "forbidden", f"Only someone holding {', '.join(sorted(missing))} may {what}.")
+
+
+def create_user(actor: User, email: str, password: str | None, full_name: str, roles: list[str],
+                tier: str | None, email_verified: bool) -> User:
+    """Stage a user created by `actor`; without a password they set one through the reset flow."""
+    _check_may_manage(actor, [role(name) for name in set(roles or [])], "grant these roles")
     user = accounts.create_user(email, password, full_name, tier, email_verified=email_verified, roles=roles)
     if not email_verified:
         verification.send_verification(user)
@@ -40,9 +60,13 @@ def create_user(email: str, password: str | None, full_name: str, roles: list[st
     return user
 
 
-def update_user(user: User, changes: dict) -> User:
-    """Stage an admin's changes; deactivating ends the user's sessions at once."""
+def update_user(actor: User, user: User, changes: dict) -> User:
+    """Stage `actor`'s changes to `user`; deactivating ends the user's sessions at once."""
+    _check_may_manage(actor, user.roles, "change this user")
     new_roles = changes.get("roles")
+    if new_roles is not None:
+        changed = set(new_roles) ^ set(user.role_names)
+        _check_may_manage(actor, [role(name) for name in changed], "grant or remove these roles")
     deactivating = changes.get("is_active") is False and user.is_active
     stays_admin = (ADMIN_ROLE in new_roles if new_roles is not None else ADMIN_ROLE in user.role_names) \
         and changes.get("is_active", user.is_active)
@@ -65,8 +89,9 @@ def update_user(user: User, changes: dict) -> User:
     return user
 
 
-def delete_user(user: User) -> None:
-    """Stage a hard delete (sessions, tokens and identities go with it)."""
+def delete_user(actor: User, user: User) -> None:
+    """Stage a hard delete by `actor` (sessions, tokens and identities go with it)."""
+    _check_may_manage(actor, user.roles, "delete this user")
     guard_last_admin(user, stays_admin=False)
     signals.user_deleted.send(current_app._get_current_object(), user_id=user.id, email=user.email)
     db.session.delete(user)

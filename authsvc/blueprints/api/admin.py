@@ -1,5 +1,5 @@
 """Admin API: users and service clients (each view declares the permission it needs)."""
-from flask import jsonify
+from flask import g, jsonify
 
 from ...readonly import read_only
 from ...auth import permission_required
@@ -35,7 +35,8 @@ def list_users():
 def create_user():
     """Create a user → 201 User."""
     body = parse(AdminUserIn)
-    user = admin.create_user(body.email, body.password, body.full_name, body.roles, body.tier, body.email_verified)
+    user = admin.create_user(g.user, body.email, body.password, body.full_name, body.roles, body.tier,
+                             body.email_verified)
     db.session.commit()
     return jsonify(user.to_dict()), 201
 
@@ -56,7 +57,7 @@ def get_user(user_id: str):
 def update_user(user_id: str):
     """Change a user; deactivating ends their sessions → User. A field sent as null stays as it is."""
     changes = parse(AdminUserPatch).model_dump(exclude_unset=True, exclude_none=True)
-    user = admin.update_user(_user(user_id), changes)
+    user = admin.update_user(g.user, _user(user_id), changes)
     db.session.commit()
     return jsonify(user.to_dict())
 
@@ -66,7 +67,7 @@ def update_user(user_id: str):
 @permission_required("users:write")
 def delete_user(user_id: str):
     """Hard-delete a user → 204."""
-    admin.delete_user(_user(user_id))
+    admin.delete_user(g.user, _user(user_id))
     db.session.commit()
     return "", 204
 
