@@ -81,6 +81,22 @@ def test_no_one_manages_an_account_more_powerful_than_their_own(client, admin, s
     assert after["email"] == "admin@example.com" and after["is_active"] and after["roles"] == ["admin"]
 
 
+def test_taking_a_role_away_takes_effect_at_once_at_the_gateway(auth, client, admin):
+    second = _make(client, admin, "second@example.com", roles=["admin", "editor"])
+    token = auth.bearer(auth.login("second@example.com").json)
+    assert client.get("/api/v1/auth/verify?role=admin", headers=token).status_code == 200
+    granted = client.patch(f"{USERS}/{second['id']}", json={"roles": ["admin", "editor", "extra"]}, headers=admin)
+    assert granted.status_code == 200
+    assert client.get("/api/v1/auth/verify?role=admin", headers=token).status_code == 200  # granting ends nothing
+    assert client.patch(f"{USERS}/{second['id']}", json={"roles": ["editor"]}, headers=admin).status_code == 200
+    # The token still says admin; its session has ended, so no gateway lets it through any more.
+    assert client.get("/api/v1/auth/verify?role=admin", headers=token).status_code == 401
+    assert client.get("/api/v1/auth/verify?role=editor", headers=token).status_code == 401
+    fresh = auth.bearer(auth.login("second@example.com").json)
+    assert client.get("/api/v1/auth/verify?role=admin", headers=fresh).status_code == 403
+    assert client.get("/api/v1/auth/verify?role=editor", headers=fresh).status_code == 200
+
+
 def test_within_its_powers_a_role_manages_users(client, admin, support):
     made = client.post(USERS, json={"email": "plain@example.com", "password": PASSWORD, "roles": ["support"]},
                        headers=support)

@@ -61,9 +61,11 @@ def create_user(actor: User, email: str, password: str | None, full_name: str, r
 
 
 def update_user(actor: User, user: User, changes: dict) -> User:
-    """Stage `actor`'s changes to `user`; deactivating ends the user's sessions at once."""
+    """Stage `actor`'s changes to `user`; deactivating, or taking a role away, ends the user's sessions at
+    once."""
     _check_may_manage(actor, user.roles, "change this user")
     new_roles = changes.get("roles")
+    removed = set(user.role_names) - set(new_roles) if new_roles is not None else set()
     if new_roles is not None:
         changed = set(new_roles) ^ set(user.role_names)
         _check_may_manage(actor, [role(name) for name in changed], "grant or remove these roles")
@@ -84,6 +86,11 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         user.roles = [role(name) for name in sorted(set(new_roles))]
     if deactivating:
         revoke_user_sessions(user.id, "account_deactivated")
+    elif removed:
+        # Roles travel in access tokens, which gateways trust (`/auth/verify?role=`) until they expire: taking a
+        # role away ends the user's sessions, so it takes effect at once, as deactivation does. A granted role
+        # arrives with the next token.
+        revoke_user_sessions(user.id, "roles_removed")
     user.updated_at = utcnow()
     signals.user_updated.send(current_app._get_current_object(), user=user, fields=sorted(changes), by_admin=True)
     return user
