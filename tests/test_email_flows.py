@@ -137,6 +137,37 @@ def test_email_change_stays_pending_until_the_link(auth, client, outbox):
     assert auth.login("user@example.com").status_code == 401
 
 
+@pytest.mark.parametrize("how", ["password change", "password reset"])
+def test_a_new_password_voids_a_pending_email_change(auth, client, outbox, how):
+    # A stolen session asks to move the account to the thief's address; the owner then changes the password
+    # (ending that session). The thief's link must not move the account any more.
+    pair = auth.signed_in()
+    client.patch("/api/v1/users/me", json={"email": "thief@evil.example"}, headers=auth.bearer(pair))
+    stolen = _token(_mail_to(outbox, "thief@evil.example", "Confirm"), "/verify-email")
+    if how == "password change":
+        changed = client.post("/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": NEW},
+                              headers=auth.bearer(pair))
+        assert changed.status_code == 204
+    else:
+        client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+        reset = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+        assert client.post(f"{API}/password-reset/confirm", json={"token": reset, "new_password": NEW}).status_code == 200
+    refused = client.post(f"{API}/verify-email", json={"token": stolen})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+    assert auth.login("user@example.com", NEW).status_code == 200
+
+
+def test_an_email_change_voids_reset_links_sent_to_the_old_address(auth, client, outbox):
+    pair = auth.signed_in()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    old_link = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    client.patch("/api/v1/users/me", json={"email": "moved@example.com"}, headers=auth.bearer(pair))
+    moved = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/verify-email")
+    assert client.post(f"{API}/verify-email", json={"token": moved}).status_code == 200
+    refused = client.post(f"{API}/password-reset/confirm", json={"token": old_link, "new_password": NEW})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+
+
 def test_email_change_to_a_taken_address(auth, client):
     auth.register("other@example.com")
     pair = auth.signed_in()

@@ -17,6 +17,7 @@ from authsvc.services import onetime
 
 from .conftest import PASSWORD, dispose, make_app, remember
 from .liveserver import free_port
+from .smtpserver import links
 
 
 class Google:
@@ -147,6 +148,32 @@ def test_unverified_provider_email_creates_an_unverified_user(google, smtp_serve
     assert response.status_code == 200
     assert google.user("fresh@example.com").email_verified is False
     smtp_server.wait_for(lambda m: m["To"] == "fresh@example.com")  # we ask for confirmation ourselves
+
+
+def _mailed_token(smtp_server, to: str, path: str) -> str:
+    message = smtp_server.wait_for(lambda m: m["To"] == to and any(f"{path}/" in u for u in links(m)))
+    return next(u for u in links(message) if f"{path}/" in u).rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize("proof", ["verification link", "password reset"])
+def test_an_identity_linked_on_an_unproven_address_goes_when_the_owner_proves_it(google, smtp_server, proof):
+    # Someone signs in with a provider account that claims the owner's address without vouching for it: an
+    # unconfirmed account, linked to them. The owner then proves the address through our own mail.
+    squatter = google.id_token("owner@example.com", verified=False, sub="squatter-subject")
+    assert google.exchange(squatter).status_code == 200
+    if proof == "verification link":
+        token = _mailed_token(smtp_server, "owner@example.com", "/verify-email")
+        assert google.client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
+    else:
+        google.client.post("/api/v1/auth/password-reset/request", json={"email": "owner@example.com"})
+        token = _mailed_token(smtp_server, "owner@example.com", "/password-reset")
+        confirmed = google.client.post("/api/v1/auth/password-reset/confirm",
+                                       json={"token": token, "new_password": "the owner's own passphrase 1"})
+        assert confirmed.status_code == 200
+    assert google.identities() == []
+    assert google.user("owner@example.com").email_verified is True
+    again = google.exchange(google.id_token("owner@example.com", verified=False, sub="squatter-subject"))
+    assert again.status_code == 409 and again.json["error"]["code"] == "email_taken"
 
 
 def test_pre_registered_unverified_account_loses_the_squatters_password(google):

@@ -108,6 +108,9 @@ def set_password(user: User, new_password: str, keep_session: uuid.UUID | None, 
     user.updated_at = utcnow()
     revoke_user_sessions(user.id, reason, keep=keep_session)
     onetime.invalidate(onetime.PASSWORD_RESET, user.id)  # a reset link must not outlive the password it was for
+    # Nor a pending change of address: whoever asked for it (a stolen session, ended just now) could otherwise
+    # still move the account to their own address and reset the password from there.
+    onetime.invalidate(onetime.EMAIL_CHANGE, user.id)
     mail.password_changed(user.email)
     signals.password_changed.send(_app(), user=user, reason=reason)
 

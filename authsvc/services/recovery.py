@@ -7,7 +7,7 @@ from flask import current_app
 
 from .. import signals
 from ..models import User
-from . import accounts, mail, onetime, passwords
+from . import accounts, mail, onetime, passwords, verification
 from .users import find_by_email, get_user
 
 REQUEST_KIND = "password_reset"
@@ -44,6 +44,6 @@ def confirm_reset(token: str, new_password: str) -> User:
     passwords.check_new_password(new_password, user.email, field="new_password")
     onetime.consume(onetime.PASSWORD_RESET, token)
     accounts.set_password(user, new_password, keep_session=None, reason="password_reset")
-    user.email_verified = True  # following the link proved the address
+    verification.address_proven(user)  # following the link proved the address
     signals.password_reset.send(current_app._get_current_object(), user=user)
     return user

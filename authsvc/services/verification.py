@@ -4,10 +4,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import select
 
 from .. import signals
 from ..errors import APIError
-from ..models import User, utcnow
+from ..extensions import db
+from ..models import LinkedIdentity, User, utcnow
 from . import mail, onetime
 from .users import find_by_email, get_user
 
@@ -61,10 +63,29 @@ def verify(token: str) -> User:
         if owner is not None and owner.id != user.id:
             raise APIError(409, "email_taken", "An account with this email address already exists.")
         old_email, user.email = user.email, new_email
+        # A reset link mailed to the old address must not outlive it.
+        onetime.invalidate(onetime.PASSWORD_RESET, user.id)
         signals.email_changed.send(app, user=user, old_email=old_email)
     elif row.email.lower() != user.email.lower():
         raise onetime.invalid_token()  # the account's address changed since this link was sent
-    user.email_verified = True
+    address_proven(user)
     user.updated_at = utcnow()
     signals.email_verified.send(app, user=user)
     return user
+
+
+def address_proven(user: User) -> None:
+    """Stage the user's address as confirmed by a link we mailed to it (verification or password reset).
+
+    Provider identities linked while the address was unconfirmed go. A provider that does not vouch for its
+    emails lets anyone sign up with someone else's address, and the account it made would otherwise stay linked
+    to them once the real owner confirms the address or resets the password. An owner who did link it signs in
+    with the provider again. (The other way round, a provider proving an address that an unconfirmed password
+    claimed, is identities._reclaim.)
+    """
+    if not user.email_verified:
+        app = current_app._get_current_object()
+        for identity in db.session.scalars(select(LinkedIdentity).where(LinkedIdentity.user_id == user.id)):
+            db.session.delete(identity)
+            signals.google_unlinked.send(app, user=user, provider=identity.provider, reason="address_proven")
+    user.email_verified = True
