@@ -277,10 +277,12 @@ def load(overrides: dict | None = None) -> dict:
 def engine_options(url: str, settings: Settings) -> dict:
     """SQLAlchemy engine options: bounded timeouts so a lost database fails fast (idle connections are checked
     before use: authsvc/database.py)."""
+    # A failed statement's message must not carry its parameters into the logs: they include password hashes.
     if url.startswith("sqlite"):
         # Writers wait for each other instead of failing at once with "database is locked".
-        return {"connect_args": {"timeout": 30}}
+        return {"connect_args": {"timeout": 30}, "hide_parameters": True}
     return {
+        "hide_parameters": True,
         "pool_size": settings.DB_POOL_SIZE,
         "max_overflow": settings.DB_POOL_SIZE,
         "pool_timeout": settings.DB_CONNECT_TIMEOUT,

@@ -47,6 +47,7 @@ class HotSelect:
                 # connection and every older one in the pool, and raises its OperationalError.
                 return self._through_sqlalchemy(connection, params)
             raise exc.DBAPIError.instance(sql, values, error, connection.dialect.loaded_dbapi.Error,
+                                          hide_parameters=connection.engine.hide_parameters,
                                           dialect=connection.dialect) from error
         if converters:
             return [self.row(*(value if convert is None else convert(value) for value, convert in

@@ -13,8 +13,9 @@ from .errors import APIError, validation_error
 M = TypeVar("M", bound=BaseModel)
 
 
-def _text(value: str) -> str:
-    # NUL and lone surrogates cannot be stored (PostgreSQL rejects them): refuse them here, as a 422.
+def storable_text(value: str) -> str:
+    """`value` if a database can store it; ValueError for NUL characters and lone surrogates (PostgreSQL refuses
+    them), so that they are a clear 422 (or a form error) rather than a failed statement."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     try:
@@ -39,14 +40,14 @@ def normalize_email(value: str) -> str:
         raise ValueError("is not a valid email address") from None
 
 
-Text = Annotated[str, AfterValidator(_text)]
-Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_text),
+Text = Annotated[str, AfterValidator(storable_text)]
+Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(storable_text),
                 AfterValidator(normalize_email)]
 # Long enough for any valid password; the policy (with its configured maximum) is checked by the service.
 Password = Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"format": "password"}),
-                   AfterValidator(_text)]
-Name = Annotated[str, Field(max_length=200), AfterValidator(_text), AfterValidator(str.strip)]
-OpaqueToken = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_text)]
+                   AfterValidator(storable_text)]
+Name = Annotated[str, Field(max_length=200), AfterValidator(storable_text), AfterValidator(str.strip)]
+OpaqueToken = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(storable_text)]
 
 
 class Payload(BaseModel):
@@ -157,7 +158,7 @@ Scope = Annotated[str, Field(max_length=64, json_schema_extra={"pattern": SCOPE_
 
 
 class ClientIn(Payload):
-    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_text)]
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable_text)]
     scopes: list[Scope] = Field(default_factory=list, max_length=64)
 
 
@@ -167,9 +168,9 @@ class UserListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     page: int = Field(1, ge=1, le=100000)
     per_page: int = Field(20, ge=1, le=100)
-    q: Annotated[str, Field(max_length=200), AfterValidator(_text)] | None = None
+    q: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] | None = None
     is_active: bool | None = None
-    role: Annotated[str, Field(max_length=64), AfterValidator(_text)] | None = None
+    role: Annotated[str, Field(max_length=64), AfterValidator(storable_text)] | None = None
 
 
 def parse_query(model: type[M]) -> M:
@@ -186,13 +187,13 @@ class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     page: int = Field(1, ge=1, le=100000)
     per_page: int = Field(50, ge=1, le=200)
-    user_id: Annotated[str, Field(max_length=64), AfterValidator(_text)] | None = None
-    event: Annotated[str, Field(max_length=40), AfterValidator(_text)] | None = None
+    user_id: Annotated[str, Field(max_length=64), AfterValidator(storable_text)] | None = None
+    event: Annotated[str, Field(max_length=40), AfterValidator(storable_text)] | None = None
 
 
 class GoogleIdTokenIn(Payload):
     # A compact JWS is three base64url parts; Google's ID tokens are about 1 KB. 8 KB bounds anything sane.
-    id_token: Annotated[str, Field(min_length=1, max_length=8192), AfterValidator(_text)]
+    id_token: Annotated[str, Field(min_length=1, max_length=8192), AfterValidator(storable_text)]
 
 
 # The OAuth2 form endpoints and forward-auth read their parameters by hand, to answer in RFC 6749 form (and,

@@ -65,8 +65,14 @@ def test_no_row_is_none_and_rows_have_their_column_names(app, auth):
 def test_a_driver_error_comes_out_as_sqlalchemys(app):
     with app.app_context():
         by_email = HotSelect(select(_users.c.id).where(_users.c.email == bindparam("email")))
-        with pytest.raises(exc.DBAPIError):
-            by_email.all(db.session.connection(), {"email": "nul\x00byte"})  # PostgreSQL refuses NUL in text
+        with pytest.raises(exc.DBAPIError) as raised:
+            by_email.all(db.session.connection(), {"email": "secret\x00value"})  # PostgreSQL refuses NUL in text
+        # Logged failures never carry their parameters (they can be password hashes), here as through SQLAlchemy.
+        assert "secret" not in str(raised.value)
+        db.session.rollback()
+        with pytest.raises(exc.DBAPIError) as raised:
+            db.session.execute(select(_users.c.id).where(_users.c.email == "secret\x00value"))
+        assert "secret" not in str(raised.value)
 
 
 @pytest.mark.postgres_only

@@ -89,6 +89,19 @@ def test_signup_page_errors_next_to_the_field(client, data, field):
     assert f'aria-describedby="{field}-errors"' in response.text
 
 
+@pytest.mark.parametrize("path, data, field", [
+    ("/login", {"email": "user\x00@example.com", "password": PASSWORD}, "email"),
+    ("/signup", {"email": "web@example.com", "password": PASSWORD, "full_name": "Web\x00User"}, "full_name"),
+    ("/signup", {"email": "web\x00@example.com", "password": PASSWORD}, "email"),
+    ("/password-reset", {"email": "user\x00@example.com"}, "email"),
+])
+def test_text_the_database_cannot_store_is_a_form_error(auth, client, path, data, field):
+    auth.register()
+    response = post_form(client, path, data)
+    assert response.status_code == 400
+    assert f'aria-describedby="{field}-errors"' in response.text
+
+
 def test_form_post_without_csrf_is_refused(auth, client):
     auth.register()
     response = client.post("/login", data={"email": "user@example.com", "password": PASSWORD})

@@ -1,27 +1,37 @@
 """WTForms forms of the hosted pages (Flask-WTF adds the `csrf_token` field to each)."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
+
+from ...schemas import storable_text
+
+
+def _storable(_form, field) -> None:
+    """The API's rule on the pages: no text the database cannot store (it would fail the request, not the form)."""
+    try:
+        storable_text(field.data or "")
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254), _storable])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=4096)])
 
 
 class SignupForm(FlaskForm):
-    full_name = StringField("Name", validators=[Optional(), Length(max=200)])
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    full_name = StringField("Name", validators=[Optional(), Length(max=200), _storable])
+    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254), _storable])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=4096)])
 
 
 class SignupCompleteForm(FlaskForm):
-    full_name = StringField("Name", validators=[Optional(), Length(max=200)])
+    full_name = StringField("Name", validators=[Optional(), Length(max=200), _storable])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=4096)])
 
 
 class EmailForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254), _storable])
 
 
 class NewPasswordForm(FlaskForm):
@@ -29,8 +39,8 @@ class NewPasswordForm(FlaskForm):
 
 
 class ProfileForm(FlaskForm):
-    full_name = StringField("Name", validators=[Optional(), Length(max=200)])
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    full_name = StringField("Name", validators=[Optional(), Length(max=200), _storable])
+    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254), _storable])
 
 
 class ChangePasswordForm(FlaskForm):
