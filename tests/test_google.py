@@ -200,6 +200,28 @@ def test_wrong_audience_is_refused(google, oidc_provider):
     assert google.user("aud@example.com") is None
 
 
+@pytest.mark.sqlite_only  # the claims' rules, not the database, are under test
+def test_a_token_for_another_audience_is_refused_even_naming_us_as_azp(google, oidc_provider):
+    from authlib.oidc.core import CodeIDToken
+
+    from authsvc.services import google as service
+
+    with google.app.test_request_context():
+        client = service._client()
+        issuer = client.load_server_metadata()["issuer"]
+        now = int(time.time())
+        base = {"iss": issuer, "sub": "s", "iat": now, "exp": now + 60}
+        for claims, valid in [({"aud": google.client_id}, True), ({"aud": "other", "azp": google.client_id}, False),
+                              ({"aud": ["other", google.client_id], "azp": google.client_id}, True)]:
+            token = CodeIDToken({**base, **claims}, {}, service._claims_options(client),
+                                {"client_id": google.client_id, "nonce": None})
+            if valid:
+                token.validate()
+            else:
+                with pytest.raises(Exception, match="aud"):
+                    token.validate()
+
+
 @pytest.mark.sqlite_only  # the clock, not the database, is under test
 def test_expired_id_token_is_refused(oidc_provider, database_url, tmp_path, smtp_server):
     google = _google_app(oidc_provider, database_url, tmp_path / "instance", smtp_server,

@@ -142,7 +142,10 @@ def _decode(client, id_token: str):
 def _claims_options(client) -> dict:
     issuer = client.load_server_metadata().get("issuer")
     issuers = GOOGLE_ISSUERS if issuer in GOOGLE_ISSUERS else {issuer}
-    return {"iss": {"essential": True, "values": sorted(issuers)}}
+    # Our client id must be an audience: Authlib checks `aud` only when told to (its `azp` check alone lets a token
+    # issued to another client through when it names us as `azp`).
+    return {"iss": {"essential": True, "values": sorted(issuers)},
+            "aud": {"essential": True, "value": client.client_id}}
 
 
 def _leeway() -> int:
