@@ -77,6 +77,10 @@ def user_token_required(view):
         # Through the token-check memory: the same verification and revocation check Flask-JWT-Extended runs.
         claims = tokens.live_access_claims(tokens.bearer_token(request.headers.get("Authorization", "")))
         if claims is None:  # no Bearer token, a cookie, or a refusal: Flask-JWT-Extended decides, and says why
+            csrf = request.headers.get("X-CSRF-Token", "")
+            if not csrf.isascii() and "Authorization" not in request.headers:
+                # Flask-JWT-Extended compares it with compare_digest, which raises on non-ASCII text.
+                raise APIError(403, "forbidden", "The CSRF token is missing or does not match.")
             verify_jwt_in_request()
             claims = get_jwt()
         try:

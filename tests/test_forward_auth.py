@@ -48,6 +48,17 @@ def test_cookie_and_csrf_for_unsafe_original_methods(auth, client):
     assert client.get(VERIFY, headers={"X-Forwarded-Method": "POST", "X-CSRF-Token": csrf}).status_code == 200
 
 
+@pytest.mark.parametrize("value", ["é", "\u00ff" * 40, "ascii-but-wrong"])
+def test_a_bad_csrf_header_with_the_cookie_is_403_never_500(auth, client, value):
+    auth.register()
+    sign_in_page(client)
+    refused = client.get(VERIFY, headers={"X-Forwarded-Method": "POST", "X-CSRF-Token": value})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    logout = client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": value})
+    assert logout.status_code == 403 and logout.json["error"]["code"] == "forbidden"
+    assert client.get(VERIFY).status_code == 200  # still signed in
+
+
 @pytest.fixture
 def gateway(live_server):
     """nginx on 127.0.0.1 with deploy/nginx-auth-request.conf, asking the live authsvc."""

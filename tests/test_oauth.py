@@ -65,6 +65,31 @@ def test_revoke_access_token_only_that_token(auth, client):
     assert client.get(ME, headers=auth.bearer(fresh)).status_code == 200
 
 
+@pytest.mark.parametrize("hint", ["access_token", "refresh_token", "something_else"])
+def test_revoke_finds_the_token_whatever_the_hint(auth, client, hint):
+    # RFC 7009 §2.1: the hint orders the search; it never limits it.
+    pair = auth.signed_in()
+    assert client.post(REVOKE, data={"token": pair["refresh_token"], "token_type_hint": hint}).status_code == 200
+    assert auth.refresh(pair["refresh_token"]).status_code == 401
+    other = auth.signed_in()
+    wrong = "refresh_token" if hint == "access_token" else "access_token"
+    assert client.post(REVOKE, data={"token": other["access_token"], "token_type_hint": wrong}).status_code == 200
+    assert client.get(ME, headers=auth.bearer(other)).json["error"]["code"] == "token_revoked"
+
+
+@pytest.mark.parametrize("grant", ["password", "refresh_token"])
+def test_a_client_that_authenticates_must_succeed_on_every_grant(auth, client, grant):
+    pair = auth.signed_in()
+    form = ({"grant_type": "password", "username": "user@example.com", "password": PASSWORD} if grant == "password"
+            else {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]})
+    refused = client.post(TOKEN, data=form, headers={"Authorization": "Basic bm9zdWNoOmJhZA=="})  # nosuch:bad
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_client"
+    refused = client.post(TOKEN, data={**form, "client_id": "nosuch", "client_secret": "bad"})
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_client"
+    # A public client only naming itself is not authenticating: the grant goes on.
+    assert client.post(TOKEN, data={**form, "client_id": "my-spa"}).status_code == 200
+
+
 @pytest.mark.parametrize("token", ["unknown", "a.b.c", "x" * 300])
 def test_revoking_an_unknown_token_is_fine(client, token):
     assert client.post(REVOKE, data={"token": token}).status_code == 200

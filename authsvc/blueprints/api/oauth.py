@@ -44,6 +44,7 @@ def _as_invalid_grant():
 
 
 def _password_grant(form) -> dict:
+    _client_credentials(form, required=False)  # a client may authenticate; if it tries, it must succeed
     username, password = _required(form, "username", "password")
     with _as_invalid_grant():
         try:
@@ -56,6 +57,7 @@ def _password_grant(form) -> dict:
 
 
 def _refresh_grant(form) -> dict:
+    _client_credentials(form, required=False)
     (refresh_token,) = _required(form, "refresh_token")
     with _as_invalid_grant():
         return sessions.rotate(refresh_token, *client_meta())
@@ -64,13 +66,14 @@ def _refresh_grant(form) -> dict:
 def _client_credentials(form, required: bool):
     """The service client authenticating this request (HTTP Basic, or form client_id/client_secret).
 
-    Returns None when no credentials were sent and none are `required`; wrong credentials are always 401.
+    Returns None when no credentials were sent and none are `required`; wrong credentials are always 401. A bare
+    `client_id` where none is required is a public client naming itself (RFC 6749 §3.2.1), not an attempt.
     """
     auth = request.authorization
     if auth is not None and auth.type == "basic":
         # RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before encoding.
         client_id, secret = unquote_plus(auth.username or ""), unquote_plus(auth.password or "")
-    elif form.get("client_id") or form.get("client_secret"):
+    elif form.get("client_secret") or (required and form.get("client_id")):
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
     elif not required:
         return None
@@ -120,15 +123,25 @@ def revoke():
     form = _form()
     _client_credentials(form, required=False)  # a client may authenticate; if it tries, it must succeed
     (token_value,) = _required(form, "token")
-    done = False
-    if form.get("token_type_hint") != "access_token":
-        done = sessions.revoke_refresh_token(token_value)
-    if not done:
-        payload = tokens.decode_access_token(token_value)
-        if payload is not None:
-            tokens.revoke_access_token(payload)
+    # The hint only orders the lookups (RFC 7009 §2.1): a token sent with the wrong hint is revoked all the same.
+    kinds = [_revoke_refresh, _revoke_access]
+    if form.get("token_type_hint") == "access_token":
+        kinds.reverse()
+    any(revoke_kind(token_value) for revoke_kind in kinds)
     db.session.commit()
     return "", 200
+
+
+def _revoke_refresh(token_value: str) -> bool:
+    return sessions.revoke_refresh_token(token_value)
+
+
+def _revoke_access(token_value: str) -> bool:
+    payload = tokens.decode_access_token(token_value)
+    if payload is None:
+        return False
+    tokens.revoke_access_token(payload)
+    return True
 
 
 @bp.post("/auth/introspect")
