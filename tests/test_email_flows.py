@@ -129,7 +129,7 @@ def test_email_change_stays_pending_until_the_link(auth, client, outbox):
     assert response.status_code == 200 and response.json["email"] == "user@example.com"
     notice = _mail_to(outbox, "user@example.com", "being changed")
     assert "moved@example.com" in notice.get_body(("plain",)).get_content()
-    token = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/verify-email")
+    token = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/confirm-email-change")
     assert auth.login("moved@example.com").status_code == 401  # not yet the account's address
     verified = client.post(f"{API}/verify-email", json={"token": token})
     assert verified.status_code == 200 and verified.json["email"] == "moved@example.com"
@@ -143,7 +143,7 @@ def test_a_new_password_voids_a_pending_email_change(auth, client, outbox, how):
     # (ending that session). The thief's link must not move the account any more.
     pair = auth.signed_in()
     client.patch("/api/v1/users/me", json={"email": "thief@evil.example"}, headers=auth.bearer(pair))
-    stolen = _token(_mail_to(outbox, "thief@evil.example", "Confirm"), "/verify-email")
+    stolen = _token(_mail_to(outbox, "thief@evil.example", "Confirm"), "/confirm-email-change")
     if how == "password change":
         changed = client.post("/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": NEW},
                               headers=auth.bearer(pair))
@@ -162,7 +162,7 @@ def test_an_email_change_voids_reset_links_sent_to_the_old_address(auth, client,
     client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
     old_link = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
     client.patch("/api/v1/users/me", json={"email": "moved@example.com"}, headers=auth.bearer(pair))
-    moved = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/verify-email")
+    moved = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/confirm-email-change")
     assert client.post(f"{API}/verify-email", json={"token": moved}).status_code == 200
     refused = client.post(f"{API}/password-reset/confirm", json={"token": old_link, "new_password": NEW})
     assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"

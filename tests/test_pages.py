@@ -212,6 +212,40 @@ def test_verify_link_verifies_on_get(auth, client, outbox):
     assert client.get(path).status_code == 400
 
 
+def _change_link(auth, client, outbox, new_email="moved@example.com") -> str:
+    pair = auth.signed_in()
+    assert client.patch("/api/v1/users/me", json={"email": new_email}, headers=auth.bearer(pair)).status_code == 200
+    message = outbox.wait_for(lambda m: m["To"] == new_email)
+    assert message["Subject"] == "Confirm your new email address"
+    return next(u for u in links(message) if "/confirm-email-change/" in u).split("localhost", 1)[1]
+
+
+def test_a_change_of_address_is_confirmed_on_its_page_never_by_get(auth, client, outbox):
+    path = _change_link(auth, client, outbox)
+    for _ in range(3):  # a mail scanner opening the link changes nothing
+        shown = client.get(path)
+        assert shown.status_code == 200 and "moved@example.com" in shown.text
+    assert auth.login("user@example.com").status_code == 200
+    token = path.rsplit("/", 1)[1]
+    # Sent to the one-click path (as links mailed before this page existed were), it lands on the page too.
+    redirected = client.get(f"/verify-email/{token}")
+    assert redirected.status_code == 302 and redirected.headers["Location"].endswith(path)
+    assert client.post(path, data={}).status_code == 400  # no CSRF token
+    assert auth.login("user@example.com").status_code == 200
+    confirmed = post_form(client, path, {})
+    assert confirmed.status_code == 200 and "moved@example.com is confirmed" in confirmed.text
+    assert auth.login("moved@example.com").status_code == 200
+    assert client.get(path).status_code == 400
+
+
+def test_the_change_page_takes_no_other_link(auth, client, outbox):
+    auth.register()
+    link = next(u for u in links(outbox.wait_for(lambda m: m["To"] == "user@example.com")) if "/verify-email/" in u)
+    token = link.rsplit("/", 1)[1]
+    assert client.get(f"/confirm-email-change/{token}").status_code == 400  # a new account's link is not a change
+    assert client.get(f"/verify-email/{token}").status_code == 200  # it still confirms there, in one click
+
+
 @pytest.mark.sqlite_only
 def test_a_get_that_writes_waits_for_another_writer_instead_of_failing(app, auth, client, outbox):
     """SQLite: a GET begins without the write lock; one that writes (a mail link) takes it at once, so a writer

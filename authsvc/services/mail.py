@@ -18,6 +18,7 @@ SUBJECTS = {
     "password_reset": "Reset your password",
     "password_changed": "Your password was changed",
     "email_change": "Your email address is being changed",
+    "confirm_email_change": "Confirm your new email address",
 }
 
 
@@ -49,8 +50,15 @@ def request(kind: str, recipient: str) -> None:
 
 
 def verify_email(recipient: str, token: str) -> None:
-    """Ask the owner of `recipient` to confirm it (new account, resend, or the new address of a change)."""
+    """Ask the owner of `recipient` to confirm it (a new account, or a resend)."""
     _queue("verify_email", recipient, link=link(f"/verify-email/{token}"),
+           hours=int(current_app.config["VERIFY_TOKEN_HOURS"]))
+
+
+def confirm_email_change(recipient: str, token: str) -> None:
+    """Ask the owner of `recipient` to confirm it as an account's new address, on a page (not in one click: a
+    mail scanner opening the link must not attach the address to someone else's account)."""
+    _queue("confirm_email_change", recipient, link=link(f"/confirm-email-change/{token}"),
            hours=int(current_app.config["VERIFY_TOKEN_HOURS"]))
 
 

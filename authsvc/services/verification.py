@@ -46,13 +46,19 @@ def request_email_change(user: User, new_email: str) -> None:
     if find_by_email(new_email) is not None:
         raise APIError(409, "email_taken", "An account with this email address already exists.")
     token = onetime.issue(onetime.EMAIL_CHANGE, _lifetime(), new_email, user.id, {"new_email": new_email})
-    mail.verify_email(new_email, token)
+    mail.confirm_email_change(new_email, token)
     mail.email_change_notice(user.email, new_email)
 
 
-def verify(token: str) -> User:
-    """Follow a confirmation link (new account or change of address); 400 `invalid_token` if it is not live."""
-    row = onetime.consume_any((onetime.VERIFY_EMAIL, onetime.EMAIL_CHANGE), token)
+def pending_change(token: str) -> str:
+    """The new address a live change-of-address link would set (without using it); 400 `invalid_token`."""
+    return onetime.peek(onetime.EMAIL_CHANGE, token).data["new_email"]
+
+
+def verify(token: str, purposes: tuple[str, ...] = (onetime.VERIFY_EMAIL, onetime.EMAIL_CHANGE)) -> User:
+    """Follow a confirmation link (new account or change of address, or those of `purposes`); 400
+    `invalid_token` if it is not live."""
+    row = onetime.consume_any(purposes, token)
     user = get_user(row.user_id)
     if user is None or not user.is_active:
         raise onetime.invalid_token()

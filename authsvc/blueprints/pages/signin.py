@@ -5,10 +5,10 @@ from ...database import writes
 from ...errors import APIError
 from ...extensions import db
 from ...limits import limit_mail_per_address
-from ...services import accounts, recovery, sessions, signup, verification
+from ...services import accounts, onetime, recovery, sessions, signup, verification
 from . import bp, limit_posts, page
 from .browser import form_errors, safe_next, signed_out, start_browser_session
-from .forms import EmailForm, LoginForm, NewPasswordForm, SignupCompleteForm, SignupForm
+from .forms import ButtonForm, EmailForm, LoginForm, NewPasswordForm, SignupCompleteForm, SignupForm
 
 
 def _meta():
@@ -90,9 +90,37 @@ def signup_complete(token: str):
 @bp.get("/verify-email/<token>")
 @writes
 def verify_email(token: str):
-    """Confirm an address in one click from the mail."""
+    """Confirm a new account's address in one click from the mail."""
     try:
-        user = verification.verify(token)
+        verification.pending_change(token)
+    except APIError:
+        return _confirmed(token, (onetime.VERIFY_EMAIL,))
+    # A change-of-address link mailed before such links had a page of their own: confirmed there, not on GET.
+    return redirect(url_for("pages.confirm_email_change", token=token))
+
+
+@bp.route("/confirm-email-change/<token>", methods=["GET", "POST"])
+@writes
+def confirm_email_change(token: str):
+    """Confirm a change of address: GET shows what would change without using the link, POST confirms.
+
+    Not in one click: a mail scanner opening the link would otherwise attach this address, verified, to whatever
+    account asked for it.
+    """
+    try:
+        new_email = verification.pending_change(token)
+    except APIError:
+        return _invalid_link()
+    form = ButtonForm()
+    if form.validate_on_submit():
+        return _confirmed(token, (onetime.EMAIL_CHANGE,))
+    return page("confirm_email_change.html", 200 if request.method == "GET" else 400, form=form,
+                new_email=new_email)
+
+
+def _confirmed(token: str, purposes: tuple[str, ...]):
+    try:
+        user = verification.verify(token, purposes)
     except APIError as exc:
         db.session.rollback()
         return _invalid_link() if exc.code == "invalid_token" else page(
