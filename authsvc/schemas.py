@@ -32,10 +32,19 @@ def header_text(value: str | None, limit: int) -> str:
 
 
 def normalize_email(value: str) -> str:
-    """An address checked for syntax and normalised (domain lowercased); ValueError if it is not one."""
+    """An address checked for syntax and normalised (domain lowercased); ValueError if it is not one.
+
+    Addresses are ASCII throughout: only ASCII before the @ (no SMTPUTF8 mailbox names), and an internationalised
+    domain in its IDNA form. They are matched case-insensitively, and neither SQLite's nor PostgreSQL's (C locale)
+    `lower()` folds non-ASCII letters, so such an account could not sign in with the address it registered; nor
+    could a gateway's X-User-Email header or a mail server without SMTPUTF8 carry it.
+    """
+    value = value.strip()
+    if not value.rpartition("@")[0].isascii():
+        raise ValueError("must have only ASCII characters before the @")
     try:
         # Syntax only: no DNS lookups, so signing up never depends on the network and cannot be slowed by it.
-        return validate_email(value.strip(), check_deliverability=False).normalized
+        return validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
     except EmailNotValidError:
         raise ValueError("is not a valid email address") from None
 

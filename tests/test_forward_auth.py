@@ -98,3 +98,14 @@ def test_nginx_auth_request(live_server, gateway):
     assert _get(gateway.url + "/admin/panel", pair["access_token"])[0] == 403
     _api(base, "/api/v1/auth/logout", {}, pair["access_token"])
     assert _get(gateway.url + "/orders", pair["access_token"])[0] == 401
+
+
+@pytest.mark.parametrize("stored, header", [
+    ("plain@example.com", "plain@example.com"),
+    ("ωmega@example.com", "%CF%89mega@example.com"),  # an address stored before addresses had to be ASCII
+    ("user@bücher.de", "user@xn--bcher-kva.de"),
+])
+def test_the_email_header_is_always_ascii(stored, header):
+    from authsvc.blueprints.api.gateway import _header_address
+
+    assert _header_address(stored) == header

@@ -51,6 +51,8 @@ def test_default_tier_is_the_first_configured(auth):
         ({"email": "user@example.com", "password": "nul\x00in the middle"}, "password"),
         ({"email": "user@example.com", "password": "lone \ud800 surrogate"}, "password"),
         ({"email": "user@exa\x00mple.com", "password": PASSWORD}, "email"),
+        ({"email": "Ωmega@example.com", "password": PASSWORD}, "email"),  # no SMTPUTF8 mailbox names
+        ({"email": "ωmega@example.com", "password": PASSWORD}, "email"),
     ],
 )
 def test_invalid_registrations(client, body, field):
@@ -82,3 +84,16 @@ def test_common_passwords_are_refused(auth, common):
     response = auth.register(password=common)
     assert response.status_code == 422
     assert "common" in " ".join(response.json["error"]["fields"]["password"])
+
+
+def test_an_internationalised_domain_is_kept_in_its_ascii_form(auth, client):
+    # Matched case-insensitively by databases that fold only ASCII, carried by headers and mail servers that take
+    # only ASCII: the domain is stored as IDNA, and the same address typed either way is the same account.
+    response = auth.register("Reader@Bücher.de")
+    assert response.status_code == 201 and response.json["email"] == "Reader@xn--bcher-kva.de"
+    assert auth.register("reader@BÜCHER.de").status_code == 409
+    for typed in ("reader@bücher.de", "READER@xn--bcher-kva.de"):
+        pair = auth.login(typed)
+        assert pair.status_code == 200
+    verified = client.get("/api/v1/auth/verify", headers=auth.bearer(pair.json))
+    assert verified.status_code == 200 and verified.headers["X-User-Email"] == "Reader@xn--bcher-kva.de"

@@ -1,5 +1,6 @@
 """Forward-auth for gateways (nginx `auth_request`, Traefik ForwardAuth): is this request allowed?"""
 import hmac
+from urllib.parse import quote
 
 from flask import current_app, request
 
@@ -52,8 +53,19 @@ def forward_auth():  # throttle all users together; the gateway limits its own c
     wanted = request.args.get("role")
     if wanted and wanted not in roles:
         return error_response(403, "forbidden", f"This needs the {wanted[:64]} role.")
-    forwarded = [("X-User-Id", payload["sub"]), ("X-User-Email", payload.get("email", "")),
+    forwarded = [("X-User-Id", payload["sub"]), ("X-User-Email", _header_address(payload.get("email", ""))),
                  ("X-User-Roles", ",".join(roles))]
     if "client_id" in payload:
         forwarded += [("X-Client-Id", payload["client_id"]), ("X-Scopes", payload.get("scope", ""))]
     return current_app.response_class(status=200, headers=forwarded)
+
+
+def _header_address(email: str) -> str:
+    """The address as a header can carry it (ASCII): an internationalised domain in its IDNA form."""
+    if email.isascii():
+        return email
+    local, _, domain = email.rpartition("@")
+    try:
+        return f"{quote(local, safe='@.+-_!#$&*=?^`{|}~')}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:  # not a domain IDNA can write: no address rather than a broken response
+        return ""

@@ -1,9 +1,17 @@
 """WTForms forms of the hosted pages (Flask-WTF adds the `csrf_token` field to each)."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from ...schemas import storable_text
+from ...schemas import normalize_email, storable_text
+
+
+def _address(_form, field) -> None:
+    """The API's address rules on the pages: checked and normalised alike (field.data becomes the normal form)."""
+    try:
+        field.data = normalize_email(field.data or "")
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _storable(_form, field) -> None:
@@ -15,13 +23,13 @@ def _storable(_form, field) -> None:
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254), _storable])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254), _storable, _address])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=4096)])
 
 
 class SignupForm(FlaskForm):
     full_name = StringField("Name", validators=[Optional(), Length(max=200), _storable])
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254), _storable])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254), _storable, _address])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=4096)])
 
 
@@ -31,7 +39,7 @@ class SignupCompleteForm(FlaskForm):
 
 
 class EmailForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254), _storable])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254), _storable, _address])
 
 
 class NewPasswordForm(FlaskForm):
@@ -40,7 +48,7 @@ class NewPasswordForm(FlaskForm):
 
 class ProfileForm(FlaskForm):
     full_name = StringField("Name", validators=[Optional(), Length(max=200), _storable])
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254), _storable])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254), _storable, _address])
 
 
 class ChangePasswordForm(FlaskForm):
