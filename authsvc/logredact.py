@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 
-TOKEN_PATH = re.compile(r"(/(?:verify-email|password-reset|signup/complete)/)[^\s/?\"']+")
+TOKEN_PATH = re.compile(r"(/(?:verify-email|confirm-email-change|password-reset|signup/complete)/)[^\s/?\"']+")
 ACCESS_LOGGERS = ("werkzeug", "gunicorn.access")
 
 

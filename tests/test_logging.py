@@ -81,12 +81,14 @@ def test_a_request_refused_before_the_view_keeps_its_request_id(client, log_line
 def test_access_lines_cut_mail_link_tokens_out_of_paths(client, log_lines):
     token = "mail-link-token-Zm9vYmFy-0123456789"
     remember(token)  # the suite's final log scan looks for it too
-    for path in (f"/password-reset/{token}", f"/verify-email/{token}", f"/signup/complete/{token}?next=/x"):
+    for path in (f"/password-reset/{token}", f"/verify-email/{token}", f"/signup/complete/{token}?next=/x",
+                 f"/confirm-email-change/{token}"):
         client.get(path)
     lines = log_lines()
     assert token not in json.dumps(lines)
     assert [line["path"] for line in _access(lines)] == [
-        "/password-reset/[redacted]", "/verify-email/[redacted]", "/signup/complete/[redacted]"]
+        "/password-reset/[redacted]", "/verify-email/[redacted]", "/signup/complete/[redacted]",
+        "/confirm-email-change/[redacted]"]
 
 
 def test_unexpected_error_logs_its_cause_and_the_client_gets_code_and_request_id(app, client, monkeypatch,

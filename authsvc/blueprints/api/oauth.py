@@ -70,7 +70,8 @@ def _client_credentials(form, required: bool):
     `client_id` where none is required is a public client naming itself (RFC 6749 §3.2.1), not an attempt.
     """
     auth = request.authorization
-    if auth is not None and auth.type == "basic":
+    # Empty Basic credentials (Swagger UI's password flow sends them when no client is set) authenticate nobody.
+    if auth is not None and auth.type == "basic" and (auth.username or auth.password):
         # RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before encoding.
         client_id, secret = unquote_plus(auth.username or ""), unquote_plus(auth.password or "")
     elif form.get("client_secret") or (required and form.get("client_id")):
