@@ -114,14 +114,19 @@ def test_form_post_without_csrf_token_is_refused(live_server, context):
     assert response.status == 400
 
 
-def test_next_to_a_foreign_origin_is_refused(live_server, context):
-    base = live_server.url
-    page = context.new_page()
+def _sign_up(page, base, email="web@example.com"):
+    """Create an account through /signup; the browser lands signed in on /account."""
     page.goto(f"{base}/signup")
-    page.get_by_label("Email").fill("web@example.com")
+    page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
     page.wait_for_url(f"{base}/account")
+
+
+def test_next_to_a_foreign_origin_is_refused(live_server, context):
+    base = live_server.url
+    page = context.new_page()
+    _sign_up(page, base)
     context.clear_cookies()
     _sign_in(page, base, next_="?next=https://evil.example/steal")
     assert page.url == f"{base}/account"
@@ -133,11 +138,7 @@ def test_the_forms_work_over_https(https_live_server, browser):
     base = https_live_server.url
     ctx = browser.new_context(ignore_https_errors=True)
     page = ctx.new_page()
-    page.goto(f"{base}/signup")
-    page.get_by_label("Email").fill("tls@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    page.wait_for_url(f"{base}/account")
+    _sign_up(page, base, "tls@example.com")
     ctx.clear_cookies()
     _sign_in(page, base, email="tls@example.com")
     assert page.url == f"{base}/account"
