@@ -81,6 +81,11 @@ def user_token_required(view):
             if not csrf.isascii() and "Authorization" not in request.headers:
                 # Flask-JWT-Extended compares it with compare_digest, which raises on non-ASCII text.
                 raise APIError(403, "forbidden", "The CSRF token is missing or does not match.")
+            scheme = request.environ.get("HTTP_AUTHORIZATION", "")
+            if scheme[:7].lower() == "bearer " and not scheme.startswith("Bearer "):
+                # The scheme is case-insensitive (RFC 7235), as tokens.bearer_token reads it; Flask-JWT-Extended
+                # knows only `Bearer`, and would answer a refused `bearer` token without saying why.
+                request.environ["HTTP_AUTHORIZATION"] = "Bearer " + scheme[7:]
             verify_jwt_in_request()
             claims = get_jwt()
         try:

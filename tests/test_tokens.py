@@ -151,3 +151,13 @@ def test_deactivated_users_tokens_stop_working(app, auth, client):
         db.session.query(User).update({"is_active": False})
         db.session.commit()
     assert client.get(ME, headers=auth.bearer(pair)).json["error"]["code"] == "token_revoked"
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_scheme_is_case_insensitive_and_refusals_say_why_in_any_case(auth, client, scheme):
+    pair = auth.signed_in()
+    header = {"Authorization": f"{scheme} {pair['access_token']}"}
+    assert client.get("/api/v1/users/me", headers=header).status_code == 200
+    client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
+    refused = client.get("/api/v1/users/me", headers=header)
+    assert refused.status_code == 401 and refused.json["error"]["code"] == "token_revoked"
