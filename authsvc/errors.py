@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, make_response, render_template, request
-from sqlalchemy.exc import OperationalError, InterfaceError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
@@ -138,6 +138,15 @@ def register_error_handlers(app: Flask) -> None:
         from redis.exceptions import RedisError
 
         app.register_error_handler(RedisError, _redis_down)
+
+    @app.errorhandler(IntegrityError)
+    def _conflict(exc):
+        # A write that a concurrent one made impossible (a key taken between our check and our write). The
+        # services answer the races they know with their own codes; any other is still the caller's to retry.
+        log.warning("integrity conflict on %s %s: %s", request.method, redact(request.path),
+                    exc.orig.__class__.__name__)
+        _finish_transaction(False)
+        return error_response(409, "conflict", "This conflicts with a change made at the same time; retry.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

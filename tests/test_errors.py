@@ -1,6 +1,8 @@
 """The error envelope: every failure of the JSON API is a contract error, never a 500 or a trace."""
 import pytest
 
+from .conftest import PASSWORD
+
 
 @pytest.mark.parametrize("method, path, kwargs, status, code", [
     ("get", "/api/v1/nothing-here", {}, 404, "not_found"),
@@ -44,3 +46,17 @@ def test_error_bodies_never_echo_secrets(client, path, body):
     for value in body.values():
         if value != "a@example.com":
             assert str(value) not in response.get_data(as_text=True)
+
+
+def test_a_write_a_concurrent_one_made_impossible_is_409_conflict(app, client, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    from authsvc.services import accounts
+
+    def taken_meanwhile(*_args, **_kwargs):
+        raise IntegrityError("INSERT INTO ...", {}, Exception("duplicate key value violates unique constraint"))
+
+    monkeypatch.setattr(accounts, "register", taken_meanwhile)
+    response = client.post("/api/v1/auth/register", json={"email": "race@example.com", "password": PASSWORD})
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    assert "duplicate" not in response.get_data(as_text=True)

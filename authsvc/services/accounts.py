@@ -4,14 +4,14 @@ from __future__ import annotations
 import uuid
 
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
 from .. import signals
 from ..errors import APIError, validation_error
 from ..extensions import db
 from ..models import ADMIN_ROLE, User, utcnow
 from . import mail, onetime, passwords, throttle, verification
-from .users import check_tier, find_by_email, guard_last_admin, role
+from .users import check_tier, email_taken_if_conflict, find_by_email, guard_last_admin, role
 from .sessions import revoke_user_sessions
 
 
@@ -33,10 +33,7 @@ def create_user(email: str, password: str | None, full_name: str = "", tier: str
                 tier=tier, email_verified=email_verified)
     user.roles = [role(name) for name in sorted(set(roles or []))]
     db.session.add(user)
-    try:
-        db.session.flush()  # a concurrent registration of the same address fails here, on the unique index
-    except IntegrityError:  # the error handler rolls the failed transaction back
-        raise APIError(409, "email_taken", "An account with this email address already exists.") from None
+    email_taken_if_conflict()  # a concurrent registration of the same address fails here, on the unique index
     return user
 
 
@@ -59,7 +56,7 @@ def authenticate(email: str, password: str, source_ip: str) -> User:
         ok, new_hash = False, None  # no stored password can be this long; refuse without hashing it
     else:
         ok, new_hash = passwords.hasher().verify(user.password_hash if user else None, password)
-    if not ok:
+    if not ok or not _hash_still_current(user):
         throttle.failed(email, source_ip)
         signals.login_failed.send(_app(), user=user, email=email)
         raise APIError(401, "invalid_credentials", "The email or password is incorrect.", persist=True)
@@ -71,6 +68,19 @@ def authenticate(email: str, password: str, source_ip: str) -> User:
         throttle.succeeded(email, source_ip)  # stays counted, and expires with its window)
     signals.login_succeeded.send(_app(), user=user)
     return user
+
+
+def _hash_still_current(user: User) -> bool:
+    """Whether the stored hash is still the one just checked, locked (PostgreSQL) until this sign-in commits.
+
+    A password change or reset that commits while the hash runs ends the old password's sessions: this sign-in
+    must neither start a session that outlives it nor undo it by upgrading the old hash. With the row locked, a
+    change arriving now waits for this commit, and then ends this session too.
+    """
+    query = select(User.password_hash).where(User.id == user.id)
+    if db.engine.dialect.name == "postgresql":  # SQLite serialises writers anyway
+        query = query.with_for_update()
+    return db.session.scalar(query) == user.password_hash
 
 
 def check_may_sign_in(user: User, keep_changes: bool = False) -> None:

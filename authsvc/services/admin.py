@@ -10,7 +10,7 @@ from ..extensions import db
 from ..models import ADMIN_ROLE, PERMISSIONS, Role, User, user_roles, utcnow
 from . import accounts, verification
 from .sessions import revoke_user_sessions
-from .users import check_tier, find_by_email, guard_last_admin, role
+from .users import check_tier, email_taken_if_conflict, find_by_email, guard_last_admin, role
 
 
 def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, role_name: str | None) -> dict:
@@ -77,6 +77,7 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         if find_by_email(changes["email"]) is not None:
             raise APIError(409, "email_taken", "An account with this email address already exists.")
         user.email = changes["email"]
+        email_taken_if_conflict()  # an account registered meanwhile takes it first
     for name in ("full_name", "email_verified", "is_active"):
         if name in changes:
             setattr(user, name, changes[name])

@@ -41,19 +41,24 @@ def check(email: str, ip: str) -> bool:
     return row is not None
 
 
-def _insert_ignore(values: dict):
+def _ensure_row(values: dict):
+    # Insert, or touch the existing row (a no-op update): unlike DO NOTHING, this waits for a concurrent lock on
+    # the row and, if its holder deleted it (a success clearing it, the cleanup), inserts it afresh. The row is
+    # there, and locked by us, when the locking read below runs.
     if db.engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(LoginFailure).values(**values).on_conflict_do_nothing()
+    statement = insert(LoginFailure).values(**values)
+    return statement.on_conflict_do_update(index_elements=[LoginFailure.email, LoginFailure.ip_address],
+                                           set_={"email": statement.excluded.email})
 
 
 def failed(email: str, ip: str) -> None:
     """Stage one more failure for (account, source), blocking the source once past the threshold."""
     cfg, now = current_app.config, utcnow()
     email, ip = _key(email, ip)
-    db.session.execute(_insert_ignore({"email": email, "ip_address": ip, "failures": 0, "last_failure_at": now}))
+    db.session.execute(_ensure_row({"email": email, "ip_address": ip, "failures": 0, "last_failure_at": now}))
     # The row lock makes concurrent failures count one by one (SQLite serialises writers anyway).
     row = db.session.get(LoginFailure, (email, ip), with_for_update=db.engine.dialect.name == "postgresql",
                          populate_existing=True)

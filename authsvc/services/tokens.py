@@ -159,10 +159,12 @@ def _decode(token: str) -> dict | None:
 
 
 def revoke_access_token(payload: dict) -> None:
-    """Stage the revocation of one access token until it would have expired."""
-    if db.session.get(RevokedToken, payload["jti"]) is None:
-        expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
-        db.session.add(RevokedToken(jti=payload["jti"], expires_at=max(expires, utcnow())))
+    """Stage the revocation of one access token until it would have expired (again: nothing more)."""
+    expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
+    # An insert that ignores an existing row, not a lookup and then an insert: two revocations of one token at
+    # once would both find none, and the second commit would fail on the key (RFC 7009 answers 200 regardless).
+    db.session.execute(_insert_ignoring_conflict(RevokedToken).values(jti=payload["jti"],
+                                                                      expires_at=max(expires, utcnow())))
 
 
 def _introspect_refresh(token: str) -> dict | None:
@@ -206,3 +208,12 @@ def introspect(token: str, hint: str | None) -> dict:
         if answer is not None:
             return answer
     return {"active": False}
+
+
+def _insert_ignoring_conflict(model):
+    """An INSERT of `model` that does nothing where the row exists, in the engine's dialect."""
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model).on_conflict_do_nothing()

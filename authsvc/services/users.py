@@ -5,6 +5,7 @@ import uuid
 
 from flask import current_app
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from ..errors import APIError, validation_error
@@ -50,6 +51,15 @@ def find_by_email(email: str) -> User | None:
     return db.session.scalars(
         select(User).options(joinedload(User.roles)).where(func.lower(User.email) == email.lower())
     ).unique().first()
+
+
+def email_taken_if_conflict() -> None:
+    """Flush what is staged; 409 `email_taken` if the unique address index refuses it (an account that took the
+    address between our check and this write)."""
+    try:
+        db.session.flush()
+    except IntegrityError:  # the error handler rolls the failed transaction back
+        raise APIError(409, "email_taken", "An account with this email address already exists.") from None
 
 
 def get_user(user_id) -> User | None:

@@ -11,7 +11,7 @@ from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, User, utcnow
 from . import mail, onetime
-from .users import find_by_email, get_user
+from .users import email_taken_if_conflict, find_by_email, get_user
 
 RESEND_KIND = "verify_email"
 
@@ -69,6 +69,7 @@ def verify(token: str, purposes: tuple[str, ...] = (onetime.VERIFY_EMAIL, onetim
         if owner is not None and owner.id != user.id:
             raise APIError(409, "email_taken", "An account with this email address already exists.")
         old_email, user.email = user.email, new_email
+        email_taken_if_conflict()  # an account registered meanwhile takes it first
         # A reset link mailed to the old address must not outlive it.
         onetime.invalidate(onetime.PASSWORD_RESET, user.id)
         signals.email_changed.send(app, user=user, old_email=old_email)
