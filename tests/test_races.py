@@ -135,3 +135,32 @@ def test_a_sign_in_racing_a_password_change_neither_undoes_nor_outlives_it(app, 
     monkeypatch.undo()
     assert auth.login(password=NEW).status_code == 200
     assert auth.login(password=PASSWORD).status_code == 401
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=3)
+def test_guesses_in_flight_at_once_from_a_failing_source_are_counted_one_by_one(app, auth, monkeypatch):
+    auth.register()
+    wrong = {"email": "user@example.com", "password": "a wrong guess 0"}
+    assert app.test_client().post("/api/v1/auth/login", json=wrong).status_code == 401  # a failure on record
+    real = passwords.Hasher.verify
+
+    def slow(self, stored, password):
+        time.sleep(0.2)  # Argon2 takes tens of milliseconds with the real parameters; the suite's take none
+        return real(self, stored, password)
+
+    monkeypatch.setattr(passwords.Hasher, "verify", slow)
+    guesses = 8
+    start, codes = threading.Barrier(guesses), []
+
+    def guess(i):
+        client = app.test_client()
+        start.wait()
+        codes.append(client.post("/api/v1/auth/login", json={**wrong, "password": f"a wrong guess {i}"}).status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(1, guesses + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Two more failures reach the block of three; every guess after them is refused before hashing.
+    assert sorted(codes) == [401, 401] + [429] * (guesses - 2)

@@ -24,9 +24,13 @@ def _key(email: str, ip: str) -> tuple[str, str]:
 
 
 _failures = LoginFailure.__table__
-# Every sign-in asks this before hashing: a prebuilt statement, no ORM object.
+# Every sign-in asks this before hashing: a prebuilt statement, no ORM object. On PostgreSQL it locks the row of a
+# source with failures on record until the sign-in commits, so that source's attempts run one at a time: each
+# sees the failures (and the block) of the one before, instead of many guesses in flight passing the check at
+# once. A source with no failures has no row to lock, and the common sign-in waits for nothing. (SQLite
+# serialises writers anyway; SQLAlchemy leaves FOR UPDATE out there.)
 _BLOCKED_UNTIL = select(_failures.c.blocked_until).where(_failures.c.email == bindparam("email"),
-                                                         _failures.c.ip_address == bindparam("ip"))
+                                                         _failures.c.ip_address == bindparam("ip")).with_for_update()
 
 
 def check(email: str, ip: str) -> bool:
