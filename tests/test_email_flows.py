@@ -203,6 +203,52 @@ def test_mail_survives_smtp_outage(app, auth, outbox, smtp_server):
     assert len([m for m in outbox.messages if m["To"] == "user@example.com"]) == 1
 
 
+@pytest.mark.sqlite_only
+def test_a_slow_mail_server_holds_up_no_other_write(app, auth, monkeypatch):
+    # SQLite has one write lock: a sender that kept its transaction open while the server answered (up to
+    # MAIL_TIMEOUT) made every sign-in wait for it.
+    import threading
+    import time
+
+    from authsvc.services import outbox as sender
+
+    sending, real = threading.Event(), sender._deliver
+
+    def slow(*args, **kwargs):
+        sending.set()
+        time.sleep(2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sender, "_deliver", slow)
+    auth.register("first@example.com")  # queues a verification mail; the sender wakes up
+    assert sending.wait(10)
+    started = time.monotonic()
+    refused = auth.login("first@example.com", "a wrong password 1")  # writes its failure count
+    assert refused.status_code == 401
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.settings(MAIL_WORKER=False)  # delivered by hand below, with no sender of the app's racing it
+def test_a_message_whose_sender_died_mid_send_goes_once_its_lease_ends(app, auth, outbox):
+    from datetime import timedelta
+
+    from authsvc.services import outbox as sender
+
+    with app.app_context():
+        auth.register("lease@example.com")
+        row = db.session.scalars(select(OutboxMessage).where(OutboxMessage.recipient == "lease@example.com")).one()
+        # A sender claimed it (its lease runs for a while yet) and died before sending.
+        row.next_attempt_at = utcnow() + timedelta(minutes=5)
+        db.session.commit()
+        assert sender.deliver_one() is None  # not due: nobody sends it twice meanwhile
+        row = db.session.get(OutboxMessage, row.id)
+        row.next_attempt_at = utcnow() - timedelta(seconds=1)  # the lease ran out
+        db.session.commit()
+        assert sender.deliver_one() is True
+        assert db.session.get(OutboxMessage, row.id, populate_existing=True).sent_at is not None
+    assert _mail_to(outbox, "lease@example.com", "Confirm")
+
+
 @pytest.mark.settings(MAIL_SERVER="")
 def test_embedded_default_writes_eml_files(app, auth):
     import time

@@ -16,7 +16,7 @@ from typing import Callable
 
 from flask import Flask, current_app
 from flask_mail import Connection, Message
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from ..extensions import db
@@ -54,17 +54,17 @@ def _message(row: OutboxMessage) -> Message:
                    sender=current_app.config["MAIL_DEFAULT_SENDER"])
 
 
-def _deliver(row: OutboxMessage) -> None:
-    message = _message(row)
+def _deliver(message: Message, eml_name: str, row_text: tuple[str, str, str]) -> None:
     if current_app.config["MAIL_SERVER"]:
         with _TimedConnection(current_app.extensions["mail"]) as connection:
             connection.send(message)
         return
     folder = Path(current_app.config["INSTANCE_PATH"]) / "outbox"
     folder.mkdir(exist_ok=True)
-    (folder / f"{row.created_at:%Y%m%dT%H%M%S}-{row.id}.eml").write_bytes(message.as_bytes())
+    (folder / eml_name).write_bytes(message.as_bytes())
     # Development only (no MAIL_SERVER): the message, links included, goes to the log so it can be clicked.
-    log.info("mail to %s: %s\n%s", row.recipient, row.subject, row.text_body, extra={"authsvc_dev_mail": True})
+    recipient, subject, text_body = row_text
+    log.info("mail to %s: %s\n%s", recipient, subject, text_body, extra={"authsvc_dev_mail": True})
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -72,8 +72,20 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(cfg["MAIL_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1), cfg["MAIL_RETRY_MAX_SECONDS"]))
 
 
+def _lease() -> timedelta:
+    # Longer than a send can take (connecting, then sending, each within MAIL_TIMEOUT): a message is taken up
+    # again only if its sender died mid-send, which means at most one extra copy, as SMTP delivery always allows.
+    return timedelta(seconds=max(60.0, 3 * current_app.config["MAIL_TIMEOUT"]))
+
+
 def deliver_one() -> bool | None:
-    """Claim and send the oldest due message in a transaction of its own: True sent, False failed, None idle."""
+    """Claim and send the oldest due message: True sent, False failed, None idle.
+
+    The claim is a short transaction that moves the message's next attempt past a lease, and the send happens
+    with no transaction open: on SQLite an open write transaction is the database's one write lock, which every
+    sign-in would wait behind while the mail server answers (on PostgreSQL, a row lock and a transaction held as
+    long). A sender that dies mid-send leaves the message to be tried again once the lease runs out.
+    """
     now = utcnow()
     query = (select(OutboxMessage)
              .where(OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now)
@@ -84,24 +96,39 @@ def deliver_one() -> bool | None:
     if row is None:
         db.session.rollback()
         return None
-    row_id = row.id
+    row_id, kind, recipient = row.id, row.kind, row.recipient
     try:
-        if row.kind.startswith(REQUEST_PREFIX):
-            COMPOSERS[row.kind.removeprefix(REQUEST_PREFIX)](row.recipient)  # stages the real message, if any
+        if kind.startswith(REQUEST_PREFIX):
+            # Only database work (it stages the real message, if any): done within the claim, as one transaction.
+            COMPOSERS[kind.removeprefix(REQUEST_PREFIX)](recipient)
         else:
-            _deliver(row)
+            # Everything the send needs, read now: after the commit below, touching `row` would reload it, in a
+            # transaction that would hold the lock all through the send.
+            message, text = _message(row), (recipient, row.subject, row.text_body)
+            eml_name = f"{row.created_at:%Y%m%dT%H%M%S}-{row.id}.eml"
+            # Conditional on the attempt time just read: of two senders that read the same row, one claims it.
+            claimed = db.session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_(None),
+                                            OutboxMessage.next_attempt_at == row.next_attempt_at)
+                .values(next_attempt_at=now + _lease()).execution_options(synchronize_session=False))
+            db.session.commit()
+            if claimed.rowcount != 1:
+                return None  # another sender has it
+            _deliver(message, eml_name, row_text=text)
     except Exception as exc:  # noqa: BLE001 - any failure to hand over is retried later
         db.session.rollback()
-        row = db.session.get(OutboxMessage, row_id, with_for_update=db.engine.dialect.name == "postgresql")
-        row.attempts += 1
-        row.next_attempt_at = utcnow() + _backoff(row.attempts)
-        row.last_error = f"{exc.__class__.__name__}: {exc}"[:200]
-        log.warning("mail %s to %s failed (attempt %d): %s", row.kind, row.recipient, row.attempts,
+        failed = db.session.get(OutboxMessage, row_id, with_for_update=db.engine.dialect.name == "postgresql",
+                                populate_existing=True)
+        failed.attempts += 1
+        failed.next_attempt_at = utcnow() + _backoff(failed.attempts)
+        failed.last_error = f"{exc.__class__.__name__}: {exc}"[:200]
+        log.warning("mail %s to %s failed (attempt %d): %s", kind, recipient, failed.attempts,
                     exc.__class__.__name__)
         db.session.commit()
         return False
-    row.sent_at = utcnow()
-    row.attempts += 1
+    done = db.session.get(OutboxMessage, row_id, populate_existing=True)
+    done.sent_at = utcnow()
+    done.attempts += 1
     db.session.commit()
     return True
 
