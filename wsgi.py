@@ -20,5 +20,6 @@ except ConfigError as exc:
 gc.collect()
 gc.freeze()
 _libc = ctypes.util.find_library("c")
-if _libc and hasattr(ctypes.CDLL(_libc), "malloc_trim"):  # glibc
-    ctypes.CDLL(_libc).malloc_trim(0)
+_malloc_trim = getattr(ctypes.CDLL(_libc), "malloc_trim", None) if _libc else None  # glibc only
+if _malloc_trim is not None:
+    _malloc_trim(0)

@@ -50,6 +50,18 @@ def migration_head() -> str | None:
     return heads.pop() if len(heads) == 1 and None not in revisions else None
 
 
+def dialect_insert(model):
+    """`insert(model)` of the engine's dialect, which has `on_conflict_do_nothing` and `on_conflict_do_update`
+    (PostgreSQL and SQLite both)."""
+    from .extensions import db
+
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
+
+
 def writes(view):
     """Mark a GET view that writes (a mail link, an OAuth callback): on SQLite its transaction takes the write lock
     when it starts, as every POST's does."""

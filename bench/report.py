@@ -66,10 +66,9 @@ def markdown(results: dict) -> str:
                      f"| {r['errors']} | {limit} | {fmt(r['ratio'])} | {fmt(r['cpu_ratio'])} "
                      f"| {', '.join(target) or '-'} | {r['result']} |")
     out = ["\n".join(lines), "",
-           "CPU time per request, summed over the measured slices (the service's gunicorn master, workers and hashing "
-           "pool, "
-           "every PostgreSQL process, wrk), and the cores other processes on the machine (this bench's own included) "
-           "kept busy meanwhile:", "",
+           "CPU time per request, summed over the measured slices (the service's gunicorn master, workers and "
+           "hashing pool, every PostgreSQL process, wrk), and the cores other processes on the machine (this bench's "
+           "own included) kept busy meanwhile:", "",
            "| workload | service | PostgreSQL | wrk | total | limit's total | other work (cores) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

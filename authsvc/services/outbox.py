@@ -54,7 +54,7 @@ def _message(row: OutboxMessage) -> Message:
                    sender=current_app.config["MAIL_DEFAULT_SENDER"])
 
 
-def _deliver(message: Message, eml_name: str, row_text: tuple[str, str, str]) -> None:
+def _deliver(message: Message, eml_name: str) -> None:
     if current_app.config["MAIL_SERVER"]:
         with _TimedConnection(current_app.extensions["mail"]) as connection:
             connection.send(message)
@@ -63,8 +63,8 @@ def _deliver(message: Message, eml_name: str, row_text: tuple[str, str, str]) ->
     folder.mkdir(exist_ok=True)
     (folder / eml_name).write_bytes(message.as_bytes())
     # Development only (no MAIL_SERVER): the message, links included, goes to the log so it can be clicked.
-    recipient, subject, text_body = row_text
-    log.info("mail to %s: %s\n%s", recipient, subject, text_body, extra={"authsvc_dev_mail": True})
+    log.info("mail to %s: %s\n%s", ", ".join(message.recipients), message.subject, message.body,
+             extra={"authsvc_dev_mail": True})
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -104,7 +104,7 @@ def deliver_one() -> bool | None:
         else:
             # Everything the send needs, read now: after the commit below, touching `row` would reload it, in a
             # transaction that would hold the lock all through the send.
-            message, text = _message(row), (recipient, row.subject, row.text_body)
+            message = _message(row)
             eml_name = f"{row.created_at:%Y%m%dT%H%M%S}-{row.id}.eml"
             # Conditional on the attempt time just read: of two senders that read the same row, one claims it.
             claimed = db.session.execute(
@@ -114,7 +114,7 @@ def deliver_one() -> bool | None:
             db.session.commit()
             if claimed.rowcount != 1:
                 return None  # another sender has it
-            _deliver(message, eml_name, row_text=text)
+            _deliver(message, eml_name)
     except Exception as exc:  # noqa: BLE001 - any failure to hand over is retried later
         db.session.rollback()
         failed = db.session.get(OutboxMessage, row_id, with_for_update=db.engine.dialect.name == "postgresql",

@@ -14,6 +14,7 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, select
 
 from .. import signals
+from ..database import dialect_insert
 from ..errors import APIError
 from ..extensions import db
 from ..models import LoginFailure, utcnow
@@ -49,11 +50,7 @@ def _ensure_row(values: dict):
     # Insert, or touch the existing row (a no-op update): unlike DO NOTHING, this waits for a concurrent lock on
     # the row and, if its holder deleted it (a success clearing it, the cleanup), inserts it afresh. The row is
     # there, and locked by us, when the locking read below runs.
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(LoginFailure).values(**values)
+    statement = dialect_insert(LoginFailure).values(**values)
     return statement.on_conflict_do_update(index_elements=[LoginFailure.email, LoginFailure.ip_address],
                                            set_={"email": statement.excluded.email})
 

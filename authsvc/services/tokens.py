@@ -12,6 +12,7 @@ from flask import current_app, g
 from flask_jwt_extended import create_access_token, decode_token
 from sqlalchemy import and_, bindparam, exists, select
 
+from ..database import dialect_insert
 from ..extensions import db
 from ..hotread import HotSelect
 from ..readonly import reader
@@ -163,8 +164,8 @@ def revoke_access_token(payload: dict) -> None:
     expires = datetime.fromtimestamp(payload["exp"], tz=timezone.utc)
     # An insert that ignores an existing row, not a lookup and then an insert: two revocations of one token at
     # once would both find none, and the second commit would fail on the key (RFC 7009 answers 200 regardless).
-    db.session.execute(_insert_ignoring_conflict(RevokedToken).values(jti=payload["jti"],
-                                                                      expires_at=max(expires, utcnow())))
+    db.session.execute(dialect_insert(RevokedToken).values(jti=payload["jti"], expires_at=max(expires, utcnow()))
+                       .on_conflict_do_nothing())
 
 
 def _introspect_refresh(token: str) -> dict | None:
@@ -209,11 +210,3 @@ def introspect(token: str, hint: str | None) -> dict:
             return answer
     return {"active": False}
 
-
-def _insert_ignoring_conflict(model):
-    """An INSERT of `model` that does nothing where the row exists, in the engine's dialect."""
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model).on_conflict_do_nothing()

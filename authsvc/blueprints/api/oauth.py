@@ -125,16 +125,12 @@ def revoke():
     _client_credentials(form, required=False)  # a client may authenticate; if it tries, it must succeed
     (token_value,) = _required(form, "token")
     # The hint only orders the lookups (RFC 7009 §2.1): a token sent with the wrong hint is revoked all the same.
-    kinds = [_revoke_refresh, _revoke_access]
+    kinds = [sessions.revoke_refresh_token, _revoke_access]
     if form.get("token_type_hint") == "access_token":
         kinds.reverse()
     any(revoke_kind(token_value) for revoke_kind in kinds)
     db.session.commit()
     return "", 200
-
-
-def _revoke_refresh(token_value: str) -> bool:
-    return sessions.revoke_refresh_token(token_value)
 
 
 def _revoke_access(token_value: str) -> bool:

@@ -36,13 +36,13 @@ def update_profile():
     form = ProfileForm()
     if form.validate_on_submit():
         try:
-            accounts.update_profile(g.user, (form.full_name.data or "").strip(), form.email.data.strip())
+            accounts.update_profile(g.user, (form.full_name.data or "").strip(), form.email.data)
         except APIError as exc:
             db.session.rollback()
             form_errors(form, exc, default_field="email")
         else:
             db.session.commit()
-            changed = form.email.data.strip().lower() != g.user.email.lower()
+            changed = form.email.data.lower() != g.user.email.lower()
             return _back("Saved. Follow the link we sent to the new address to finish the change." if changed
                          else "Saved.")
     return _account(profile=form, status=400)

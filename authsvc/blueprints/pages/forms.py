@@ -6,20 +6,19 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from ...schemas import normalize_email, storable_text
 
 
-def _address(_form, field) -> None:
-    """The API's address rules on the pages: checked and normalised alike (field.data becomes the normal form)."""
-    try:
-        field.data = normalize_email(field.data or "")
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+def _api_rule(check):
+    """A WTForms validator applying one of the API's field rules (`check` returns the value, normalised, or raises
+    ValueError): the pages accept and store exactly what the API would."""
+    def validate(_form, field) -> None:
+        try:
+            field.data = check(field.data or "")
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    return validate
 
 
-def _storable(_form, field) -> None:
-    """The API's rule on the pages: no text the database cannot store (it would fail the request, not the form)."""
-    try:
-        storable_text(field.data or "")
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+_storable, _address = _api_rule(storable_text), _api_rule(normalize_email)
 
 
 class LoginForm(FlaskForm):

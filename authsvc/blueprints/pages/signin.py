@@ -25,7 +25,7 @@ def login():
         return redirect(safe_next(target))
     if form.validate_on_submit():
         try:
-            user = accounts.authenticate(form.email.data.strip(), form.password.data, _meta()[1])
+            user = accounts.authenticate(form.email.data, form.password.data, _meta()[1])
         except APIError as exc:
             if exc.status == 429:
                 raise  # the error page, with Retry-After
@@ -52,7 +52,7 @@ def signup_page():
     form, target = SignupForm(), request.args.get("next")
     if form.validate_on_submit():
         try:
-            user = accounts.register(form.email.data.strip(), form.password.data, (form.full_name.data or "").strip())
+            user = accounts.register(form.email.data, form.password.data, (form.full_name.data or "").strip())
         except APIError as exc:
             db.session.rollback()
             form_errors(form, exc, default_field="email")
@@ -137,7 +137,7 @@ def reset_request():
     """Ask for a reset link; the answer is the same whether or not the address has an account."""
     form = EmailForm()
     if form.validate_on_submit():
-        recovery.request_reset(form.email.data.strip())
+        recovery.request_reset(form.email.data)
         db.session.commit()
         return page("message.html", title="Check your mail",
                     text="If the address has an account, a link to reset the password is on its way.")
