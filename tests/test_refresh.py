@@ -1,5 +1,6 @@
 """Refresh-token rotation: single use, reuse detection, the grace interval, expiry, and the concurrent race."""
 import threading
+import time
 from datetime import timedelta
 
 import psycopg
@@ -8,6 +9,7 @@ from sqlalchemy import func, select, update
 
 from authsvc.extensions import db
 from authsvc.models import RefreshToken, Session, User, utcnow
+from authsvc.services.keys import KeyRing
 from authsvc.services.tokens import hash_token
 
 from .conftest import remember
@@ -102,6 +104,21 @@ def test_a_refused_rotation_claims_nothing(app, auth, client):
     client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
     assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
     assert _unused(app, pair["refresh_token"])
+
+@pytest.mark.settings(REFRESH_REUSE_GRACE_SECONDS=0)
+def test_without_a_signing_key_a_rotation_is_refused_and_not_spent(app, auth):
+    """A rotation that cannot be answered (no signing key: 503) keeps its token: the retry, even past the reuse
+    grace, rotates instead of ending the session as a reuse."""
+    pair = auth.signed_in()
+    keyring = app.extensions["authsvc.keys"]
+    loaded = keyring["ring"]
+    keyring["ring"] = KeyRing(loaded_at=time.monotonic())  # fresh, so not reloaded: a ring with no active key
+    response = auth.refresh(pair["refresh_token"])
+    assert response.status_code == 503 and response.json["error"]["code"] == "unavailable"
+    assert _unused(app, pair["refresh_token"])
+    keyring["ring"] = loaded
+    assert auth.refresh(pair["refresh_token"]).status_code == 200
+
 
 
 def test_a_disabled_user_cannot_refresh(app, auth):

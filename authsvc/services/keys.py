@@ -191,6 +191,14 @@ def ring(max_age: float | None = None) -> KeyRing:
     return state["ring"]
 
 
+def signing_key() -> KeyRing:
+    """The key ring, with an active signing key; KeysUnavailable if it has none."""
+    current = ring()
+    if current.active_kid is None:
+        raise KeysUnavailable("no active signing key")
+    return current
+
+
 def public_key(kid: str | None):
     """The public key for `kid`, reloading once (at most every few seconds) for a kid this process has not seen."""
     current = ring()

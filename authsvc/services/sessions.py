@@ -14,7 +14,7 @@ from ..models import RefreshToken, Session, User, utcnow
 from ..hotread import HotSelect
 from ..readonly import ONE_STATEMENT_WRITE, thread_connection
 from ..schemas import header_text
-from . import tokencache, users
+from . import keys, tokencache, users
 from .tokens import derived_token, hash_token, random_token, token_pair
 
 
@@ -143,6 +143,10 @@ _ROTATE_PG = HotSelect(_one_statement_rotation(), execution_options=ONE_STATEMEN
 
 def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
     """Exchange a refresh token for a new pair; stage the rotation (or, on reuse, the session's revocation)."""
+    # Before anything is claimed: on PostgreSQL the claim commits at once, so a rotation whose access token then
+    # could not be signed would be spent unanswered, and the client's retry after the grace interval would end
+    # the session as a reuse. Without a key the answer is 503 and the presented token stays valid.
+    keys.signing_key()
     now = utcnow()
     token_hash, child = hash_token(presented), derived_token(presented)
     engine = db.engine

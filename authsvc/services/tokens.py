@@ -51,9 +51,7 @@ def access_claims(user: dict, session_id: uuid.UUID) -> dict:
 
 def issue_access_token(subject: str, claims: dict) -> str:
     """Sign an access token for `subject` with the active key; its header names the key's `kid`."""
-    ring = keys.ring()
-    if ring.active_kid is None:
-        raise keys.KeysUnavailable("no active signing key")
+    ring = keys.signing_key()
     g.authsvc_signing_key = ring.active_private  # pinned for the encode callback of this very call
     return create_access_token(identity=subject, additional_claims=claims, additional_headers={"kid": ring.active_kid})
 
