@@ -40,7 +40,7 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .common import ROOT, VENV_BIN, WORKLOADS, log, usable_cpus
+from .common import ROOT, VENV_BIN, WORKLOADS, log
 from .cpu import CpuAccount, cpu_busy
 from .procs import (Gunicorn, MemorySampler, Processes, pss_mb, terminate_on_signal, authsvc_cli, free_port, http_request,
                     machine_info, proc_status_kb, service_env)
@@ -112,6 +112,9 @@ class Bench:
         self.secret = secrets.token_urlsafe(48)
         instance = self.workdir / "instance"
         self.env = service_env(os.environ, self.database_url, self.secret, instance, free_port())
+        if self.opts.argon2:  # the service, the seeded hashes and the limit all take them from here
+            self.env.update(zip(("ARGON2_TIME_COST", "ARGON2_MEMORY_COST", "ARGON2_PARALLELISM"),
+                                map(str, self.opts.argon2)))
         log("authsvc db upgrade")
         authsvc_cli(self.env, "db", "upgrade")
         log("seeding accounts and sessions")
@@ -147,9 +150,10 @@ class Bench:
             from .limits import Argon2Pool
 
             a = self.seed["argon2"]
-            log(f"Argon2id verifiers: m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}, "
-                f"{usable_cpus()} processes")
             self.argon2 = Argon2Pool(a["hash"], self.seed["password"], a)
+            self.results["argon2_processes"] = self.argon2.processes
+            log(f"Argon2id verifiers: m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}, "
+                f"{self.argon2.processes} processes")
             self.argon2.run(1.0)  # warm-up
         if set(self.selected) & {"refresh", "users_me", "verify", "introspect"}:
             env = dict(self.env, GUNICORN_BIND=f"127.0.0.1:{free_port()}")
@@ -405,6 +409,17 @@ class Bench:
 
 # -- entry point ---------------------------------------------------------------------------------------------
 
+def _argon2_params(text: str) -> tuple[int, int, int]:
+    """`--argon2 T,M,P`: three positive integers."""
+    try:
+        params = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        params = ()
+    if len(params) != 3 or min(params) < 1:
+        raise argparse.ArgumentTypeError("expected time cost, memory (KiB) and parallelism, e.g. 3,65536,4")
+    return params
+
+
 def parse_args(argv):
     """The command line options."""
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
@@ -429,6 +444,9 @@ def parse_args(argv):
     p.add_argument("--profile-mode", choices=("gil", "active", "wall"), default="gil",
                    help="py-spy samples: holding the GIL (Python CPU, the default), every thread py-spy thinks "
                         "active (includes waits on PostgreSQL), or all (--idle)")
+    p.add_argument("--argon2", metavar="T,M,P", type=_argon2_params, default=None,
+                   help="run the service (and so the login limit) with these Argon2id parameters: time cost, "
+                        "memory in KiB, parallelism (default: the service's defaults)")
     p.add_argument("--users", type=int, default=200, help="seeded accounts (login goes round them)")
     p.add_argument("--bearer-tokens", type=int, default=32, help="sessions whose access tokens are presented")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary directory (logs, data)")
