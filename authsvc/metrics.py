@@ -135,8 +135,9 @@ _series: dict = {}
 
 def _request_finished(_app, response, **_extra) -> None:
     duration = request_duration()  # timed from request_started, before any hook: 429s are measured too
-    method = request.method if request.method in METHODS else "other"
-    key = (request.endpoint or UNMATCHED, method, response.status_code)
+    req = request._get_current_object()  # one context lookup, not three
+    method = req.method if req.method in METHODS else "other"
+    key = (req.endpoint or UNMATCHED, method, response.status_code)
     series = _series.get(key)
     if series is None:
         series = _series[key] = (REQUESTS.labels(key[0], method, str(key[2])), LATENCY.labels(key[0], method))

@@ -11,8 +11,11 @@ def client_meta() -> tuple[str, str]:
 
 @bp.after_request
 def _no_store(response):
-    # Tokens and personal data: no shared or browser cache may keep them.
-    response.headers.setdefault("Cache-Control", "no-store")
+    # Tokens and personal data: no shared or browser cache may keep them. One pass over the few headers set so far
+    # (werkzeug's setdefault raises and catches a KeyError when the name is absent, as it is on every answer).
+    headers = response.headers
+    if not any(name.lower() == "cache-control" for name in headers.keys()):
+        headers.add("Cache-Control", "no-store")
     return response
 
 

@@ -44,10 +44,11 @@ def forward_auth():  # throttle all users together; the gateway limits its own c
                               {"WWW-Authenticate": 'Bearer realm="authsvc"'})
     # The gateway asks with GET; the original method comes in a header. A browser's cookie on an unsafe
     # request must carry the CSRF double-submit header, exactly as it would calling the API directly.
-    method = (request.headers.get("X-Forwarded-Method") or request.headers.get("X-Original-Method") or "GET").upper()
+    headers = request.headers
+    method = (headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET").upper()
     # Compared as bytes: compare_digest refuses non-ASCII text (a 500 for a header anyone can send).
     if from_cookie and method in UNSAFE and not hmac.compare_digest(
-            request.headers.get("X-CSRF-Token", "").encode(), (payload.get("csrf", "") or "\x00").encode()):
+            headers.get("X-CSRF-Token", "").encode(), (payload.get("csrf", "") or "\x00").encode()):
         return error_response(403, "forbidden", "The CSRF token is missing or does not match.")
     roles = payload.get("roles", [])
     wanted = request.args.get("role")
