@@ -79,6 +79,21 @@ def begin_writing() -> None:
     session.connection(execution_options={"authsvc_immediate": True})
 
 
+def commit_if_staged() -> None:
+    """Commit the request's ORM session if it has anything to commit; never create one only to find it empty.
+
+    On PostgreSQL a winning refresh rotation commits itself and never opens the request's session: creating a
+    session to check (and closing it at teardown) was 6 % of a refresh's CPU, and committing an empty one runs the
+    ORM's commit machinery and events for nothing.
+    """
+    from .extensions import db
+
+    if db.session.registry.has():
+        session = db.session()
+        if session.in_transaction() or session.new or session.dirty or session.deleted:
+            session.commit()
+
+
 def view_marked(mark: str) -> bool:
     """Whether the current request's view carries `mark` (set by `writes`, `readonly.read_only`)."""
     return has_request_context() and getattr(current_app.view_functions.get(request.endpoint), mark, False)

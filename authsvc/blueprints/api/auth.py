@@ -1,6 +1,7 @@
 """Registration, sign-in, refresh, sign-out and sessions."""
 from flask import g, jsonify
 
+from ...database import commit_if_staged
 from ...readonly import read_only
 from ...auth import user_required
 from ...extensions import db
@@ -44,11 +45,7 @@ def refresh():
     """Rotate a refresh token → new token pair."""
     body = parse(RefreshIn)
     pair = sessions.rotate(body.refresh_token, *client_meta())
-    session = db.session()
-    # On PostgreSQL a winning rotation has committed itself (sessions.rotate) and this session did nothing: its
-    # commit would only run the ORM's commit machinery and events for an empty transaction.
-    if session.in_transaction() or session.new or session.dirty or session.deleted:
-        session.commit()
+    commit_if_staged()  # on PostgreSQL a winning rotation has committed itself (sessions.rotate)
     return jsonify(pair)
 
 

@@ -4,6 +4,7 @@ from urllib.parse import unquote_plus
 
 from flask import jsonify, request
 
+from ...database import commit_if_staged
 from ...readonly import read_only
 from ...errors import APIError, OAuthError
 from ...extensions import db
@@ -111,7 +112,7 @@ def token():
         raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}.")
     grant = {"password": _password_grant, "refresh_token": _refresh_grant, "client_credentials": _client_grant}
     pair = grant[grant_type](form)
-    db.session.commit()
+    commit_if_staged()  # a refresh_token grant's winning rotation on PostgreSQL has committed itself
     response = jsonify(pair)
     response.headers["Pragma"] = "no-cache"
     return response
