@@ -176,7 +176,7 @@ def _request_finished(_app, response, **_extra) -> None:
     req = request._get_current_object()  # one lookup through the context-local proxy, not eight
     path, method, status = redact(req.path), req.method, response.status_code
     # The record is made here and handed to the logger's handlers as `info()` would, minus its search of the call
-    # stack for the caller's file and line: that search was a third of the access line's cost, and a request's
+    # stack for the caller's file and line: that search was an eighth of the access line's cost, and a request's
     # access line is not about a line of code.
     access_log.handle(access_log.makeRecord(
         ACCESS_LOGGER, logging.INFO, "", 0, "%s %s %s %.1fms", (method, path, status, duration_ms), None,
