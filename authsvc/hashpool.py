@@ -137,10 +137,9 @@ def keep_hash_memory() -> None:
     process holds one block at a time, and holding it between hashes is its purpose. No effect below 32 MiB
     (glibc keeps those blocks already), nor without glibc.
     """
-    import ctypes.util
+    import ctypes
 
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's own symbols: libc's, with no search
     if mallopt is not None:
         m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
         mallopt(m_mmap_max, 0)  # large blocks from the heap too (glibc still maps when the heap cannot grow)
