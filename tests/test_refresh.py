@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 
 from authsvc.extensions import db
 from authsvc.models import RefreshToken, Session, User, utcnow
+from authsvc.services import keys
 from authsvc.services.keys import KeyRing
 from authsvc.services.tokens import hash_token
 
@@ -118,6 +119,24 @@ def test_without_a_signing_key_a_rotation_is_refused_and_not_spent(app, auth):
     assert _unused(app, pair["refresh_token"])
     keyring["ring"] = loaded
     assert auth.refresh(pair["refresh_token"]).status_code == 200
+
+
+@pytest.mark.settings(SIGNING_KEY_CACHE_SECONDS=0, REFRESH_REUSE_GRACE_SECONDS=0)
+def test_a_rotation_is_signed_with_the_keys_checked_before_its_claim(app, auth, monkeypatch):
+    """No reload of the keys between the check and the signature: a reload failing there (here every reload but
+    the first) would leave a claimed rotation unanswered."""
+    pair = auth.signed_in()
+    load, loads = keys._load, []
+
+    def first_load_only():
+        loads.append(1)
+        if len(loads) > 1:
+            raise keys.KeysUnavailable("SECRET_KEY does not decrypt the active signing key")
+        return load()
+
+    monkeypatch.setattr(keys, "_load", first_load_only)
+    assert auth.refresh(pair["refresh_token"]).status_code == 200
+    assert loads == [1]
 
 
 

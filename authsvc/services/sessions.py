@@ -143,10 +143,11 @@ _ROTATE_PG = HotSelect(_one_statement_rotation(), execution_options=ONE_STATEMEN
 
 def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
     """Exchange a refresh token for a new pair; stage the rotation (or, on reuse, the session's revocation)."""
-    # Before anything is claimed: on PostgreSQL the claim commits at once, so a rotation whose access token then
-    # could not be signed would be spent unanswered, and the client's retry after the grace interval would end
-    # the session as a reuse. Without a key the answer is 503 and the presented token stays valid.
-    keys.signing_key()
+    # Before anything is claimed, and used for the answer (no reload in between): on PostgreSQL the claim commits
+    # at once, so a rotation whose access token then could not be signed would be spent unanswered, and the
+    # client's retry after the grace interval would end the session as a reuse. Without a key the answer is 503
+    # and the presented token stays valid.
+    ring = keys.signing_key()
     now = utcnow()
     token_hash, child = hash_token(presented), derived_token(presented)
     engine = db.engine
@@ -160,15 +161,15 @@ def rotate(presented: str, user_agent: str, ip_address: str) -> dict:
             "ip": header_text(ip_address, 64), "child_id": uuid.uuid4(), "child_hash": hash_token(child),
         })
         if rows:
-            return token_pair(users.profile_of(rows), rows[0].session_id, child)
-        return _not_claimed(token_hash, child, now)
+            return token_pair(users.profile_of(rows), rows[0].session_id, child, ring)
+        return _not_claimed(token_hash, child, now, ring)
     claimed = _claim(token_hash, now)
     if claimed is not None:
-        return _rotated(claimed, child, now, user_agent, ip_address)
-    return _not_claimed(token_hash, child, now)
+        return _rotated(claimed, child, now, user_agent, ip_address, ring)
+    return _not_claimed(token_hash, child, now, ring)
 
 
-def _rotated(claimed, child: str, now, user_agent: str, ip_address: str) -> dict:
+def _rotated(claimed, child: str, now, user_agent: str, ip_address: str, ring: keys.KeyRing) -> dict:
     # The common case in statements, not ORM objects: this is the hot path of every client's token renewal.
     extended = _extend(claimed.session_id, now, user_agent, ip_address)
     if extended is None:
@@ -179,10 +180,10 @@ def _rotated(claimed, child: str, now, user_agent: str, ip_address: str) -> dict
         raise APIError(403, "account_disabled", "This account is disabled.")
     db.session.execute(_CHILD, {"id": uuid.uuid4(), "sid": claimed.session_id, "parent": claimed.id,
                                 "hash": hash_token(child), "now": now, "expires": expires})
-    return token_pair(profile, claimed.session_id, child)
+    return token_pair(profile, claimed.session_id, child, ring)
 
 
-def _not_claimed(token_hash: str, child: str, now) -> dict:
+def _not_claimed(token_hash: str, child: str, now, ring: keys.KeyRing) -> dict:
     """A refresh token that was not claimed: unknown, expired, or used (within the grace interval, or reuse)."""
     row = db.session.scalars(
         select(RefreshToken).where(RefreshToken.token_hash == token_hash).execution_options(populate_existing=True)
@@ -202,7 +203,7 @@ def _not_claimed(token_hash: str, child: str, now) -> dict:
         # within the grace interval the late caller gets the same child back, so there is still one live
         # descendant and the session survives. Outside it, a used token coming back means it was copied.
         user = _live_session_user(session, now)
-        return token_pair(user.to_dict(), session.id, child)
+        return token_pair(user.to_dict(), session.id, child, ring)
     if session.revoked_at is None:
         revoke_session(session, "refresh_reused")
         signals.refresh_reused.send(current_app._get_current_object(), user_id=session.user_id, session_id=session.id)

@@ -49,9 +49,10 @@ def access_claims(user: dict, session_id: uuid.UUID) -> dict:
             "roles": user["roles"], "tier": user["tier"]}
 
 
-def issue_access_token(subject: str, claims: dict) -> str:
-    """Sign an access token for `subject` with the active key; its header names the key's `kid`."""
-    ring = keys.signing_key()
+def issue_access_token(subject: str, claims: dict, ring: keys.KeyRing | None = None) -> str:
+    """Sign an access token for `subject` with the active key (of `ring`, when the caller looked it up already);
+    its header names the key's `kid`."""
+    ring = keys.signing_key() if ring is None else ring
     g.authsvc_signing_key = ring.active_private  # pinned for the encode callback of this very call
     return create_access_token(identity=subject, additional_claims=claims, additional_headers={"kid": ring.active_kid})
 
@@ -61,10 +62,10 @@ def expires_in() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
-def token_pair(user: dict, session_id: uuid.UUID, refresh_token: str) -> dict:
-    """The contract's token pair (`user` as for `access_claims`)."""
+def token_pair(user: dict, session_id: uuid.UUID, refresh_token: str, ring: keys.KeyRing | None = None) -> dict:
+    """The contract's token pair (`user` as for `access_claims`; `ring` as for `issue_access_token`)."""
     return {
-        "access_token": issue_access_token(user["id"], access_claims(user, session_id)),
+        "access_token": issue_access_token(user["id"], access_claims(user, session_id), ring),
         "refresh_token": refresh_token,
         "token_type": "bearer",
         "expires_in": expires_in(),
