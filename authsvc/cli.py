@@ -15,7 +15,7 @@ from .config import ConfigError
 from .database import migrations
 from .errors import APIError
 from .extensions import db
-from .schemas import normalize_email
+from .schemas import ClientIn, normalize_email, validate
 from .services import accounts, audit, clients, keys, maintenance, outbox, users
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,10 @@ def clients_group():
 def create_client(name: str, scopes: tuple[str, ...]):
     """Create a service client; its secret is printed this once."""
     try:
-        client, secret = clients.create(name, [s for scope in scopes for s in scope.split()])
+        # The admin API's rules (length, control characters, at most 64 scopes): the database would refuse an
+        # over-long name with a stack trace, and SQLite would store anything.
+        body = validate(ClientIn, {"name": name, "scopes": [s for scope in scopes for s in scope.split()]})
+        client, secret = clients.create(body.name, body.scopes)
     except APIError as exc:
         raise click.ClickException(exc.message if not exc.fields else str(exc.fields)) from None
     db.session.commit()

@@ -115,6 +115,11 @@ def parse(model: type[M]) -> M:
         raise APIError(400, "bad_request", "The body is not valid JSON.")
     if not isinstance(data, dict):
         raise APIError(400, "bad_request", "The body must be a JSON object.")
+    return validate(model, data)
+
+
+def validate(model: type[M], data: dict) -> M:
+    """`data` as `model`, or 422 `validation_error` with each field's messages (the API's rules, for the CLI too)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -88,6 +88,30 @@ def test_cli_creates_clients(runner, client):
     assert response.status_code == 200 and response.json["scope"] == "reports users:read"
 
 
+@pytest.mark.parametrize("args", [
+    ["x" * 201],  # the database's column is shorter: a stack trace on PostgreSQL, stored as given on SQLite
+    [""],
+    ["bad\x00name"],
+    ["reports", *[arg for i in range(65) for arg in ("--scope", f"s{i}")]],
+])
+def test_cli_refuses_what_the_admin_api_refuses(runner, app, args):
+    from authsvc.models import ServiceClient
+
+    result = runner.invoke(args=["clients", "create", *args])
+    assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
+    with app.app_context():
+        assert db.session.scalars(select(ServiceClient)).all() == []
+
+
+@pytest.mark.parametrize("endpoint", [TOKEN, INTROSPECT, REVOKE])
+def test_two_client_authentication_methods_at_once_are_refused(client, service, endpoint):
+    """RFC 6749 §2.3: one method per request. Right Basic credentials do not make a wrong form secret pass."""
+    client_id, secret, _ = service
+    form = {"grant_type": "client_credentials", "token": "x", "client_id": client_id, "client_secret": secret + "x"}
+    response = client.post(endpoint, data=form, headers=_basic(client_id, secret))
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+
+
 def _introspect(client, service, token, **extra):
     return client.post(INTROSPECT, data={"token": token, **extra}, headers=_basic(*service[:2]))
 

@@ -73,6 +73,8 @@ def _client_credentials(form, required: bool):
     auth = request.authorization
     # Empty Basic credentials (Swagger UI's password flow sends them when no client is set) authenticate nobody.
     if auth is not None and auth.type == "basic" and (auth.username or auth.password):
+        if form.get("client_secret"):  # RFC 6749 §2.3: one authentication method per request, never two
+            raise OAuthError("invalid_request", "Authenticate the client with HTTP Basic or the form, not both.")
         # RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before encoding.
         client_id, secret = unquote_plus(auth.username or ""), unquote_plus(auth.password or "")
     elif form.get("client_secret") or (required and form.get("client_id")):
