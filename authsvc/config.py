@@ -24,6 +24,8 @@ def _project_root() -> Path:
 
 
 PROJECT_ROOT = _project_root()
+# A scope a service client may be granted (schemas.Scope, and INTROSPECTION_SCOPE below).
+SCOPE_PATTERN = r"^[A-Za-z0-9:._/-]{1,64}$"
 CommaList = list[str]  # given as one comma-separated string
 
 
@@ -55,6 +57,9 @@ class Settings(BaseModel):
     SIGNING_KEY_CACHE_SECONDS: int = Field(30, ge=0, le=3600)
     # Each worker remembers token checks this long; another instance's revocation is seen within it (< 1 s).
     TOKEN_CHECK_CACHE_SECONDS: float = Field(0.5, ge=0, lt=1)
+    # Introspection (RFC 7662) answers any user's address and roles. Empty: every service client may ask, as the
+    # contract has it; a scope: only clients granted it (least privilege).
+    INTROSPECTION_SCOPE: str = Field("", pattern=f"^$|{SCOPE_PATTERN}")
 
     ARGON2_TIME_COST: int = Field(2, ge=1)
     ARGON2_MEMORY_COST: int = Field(19456, ge=8)

@@ -8,6 +8,7 @@ from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from .config import SCOPE_PATTERN
 from .errors import APIError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -167,7 +168,6 @@ class AdminUserPatch(Payload):
 
 
 # services.clients.check_scopes checks the pattern (with a clearer message); here it is documented.
-SCOPE_PATTERN = r"^[A-Za-z0-9:._/-]{1,64}$"
 Scope = Annotated[str, Field(max_length=64, json_schema_extra={"pattern": SCOPE_PATTERN})]
 
 

@@ -168,6 +168,18 @@ def test_deleted_clients_tokens_stop_working_at_the_gateway(client, admin, servi
     assert client.get("/api/v1/auth/verify", headers=headers).status_code == 401
 
 
+@pytest.mark.settings(INTROSPECTION_SCOPE="introspect")
+def test_introspection_can_be_kept_to_clients_granted_a_scope(auth, client, admin, service):
+    """INTROSPECTION_SCOPE: a client without it is refused (403), before the token is even read."""
+    token = auth.signed_in()["access_token"]
+    refused = _introspect(client, service, token)
+    assert refused.status_code == 403 and refused.json["error"] == "insufficient_scope"
+    allowed = client.post("/api/v1/admin/clients", json={"name": "gateway", "scopes": ["introspect"]},
+                          headers=admin).json
+    answer = _introspect(client, (allowed["client_id"], allowed["client_secret"]), token)
+    assert answer.status_code == 200 and answer.json["active"] is True
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic " + base64.b64encode(b"svc_x:nope").decode()}])
 def test_introspection_needs_a_client(client, headers):
     response = client.post(INTROSPECT, data={"token": "x"}, headers=headers)

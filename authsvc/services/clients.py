@@ -15,7 +15,7 @@ from ..extensions import db
 from ..hotread import HotSelect
 from ..readonly import reader
 from ..models import ServiceClient
-from ..schemas import SCOPE_PATTERN
+from ..config import SCOPE_PATTERN
 from .tokens import expires_in, hash_token, issue_access_token
 
 SCOPE = re.compile(SCOPE_PATTERN)

@@ -2,7 +2,7 @@
 from contextlib import contextmanager
 from urllib.parse import unquote_plus
 
-from flask import jsonify, request
+from flask import current_app, jsonify, request
 
 from ...database import commit_if_staged
 from ...readonly import read_only
@@ -150,7 +150,10 @@ def _revoke_access(token_value: str) -> bool:
 def introspect():
     """RFC 7662, for service clients: whether a token is live, and what it says; dead or foreign → inactive."""
     form = _form()
-    _client_credentials(form, required=True)
+    client = _client_credentials(form, required=True)
+    scope = current_app.config["INTROSPECTION_SCOPE"]
+    if scope and scope not in client.scopes:
+        raise OAuthError("insufficient_scope", f"Introspection needs the {scope} scope.", status=403)
     (token_value,) = _required(form, "token")
     response = jsonify(tokens.introspect(token_value, form.get("token_type_hint")))
     response.headers["Cache-Control"] = "no-store"
