@@ -42,10 +42,13 @@ def test_refresh_reuse_and_admin_actions_are_audited(auth, client, admin):
         db.session.commit()
     auth.refresh(pair["refresh_token"])
     assert _events(client, admin, event="refresh_reused")["total"] == 1
-    created = client.post("/api/v1/admin/clients", json={"name": "svc", "scopes": []}, headers=admin).json
+    created = client.post("/api/v1/admin/clients", json={"name": "svc", "scopes": ["reports"]}, headers=admin).json
     client.delete(f"/api/v1/admin/clients/{created['id']}", headers=admin)
-    assert _events(client, admin, event="client_created")["items"][0]["details"] == {"client_id": created["client_id"]}
-    assert _events(client, admin, event="client_deleted")["total"] == 1
+    admin_id = client.get("/api/v1/users/me", headers=admin).json["id"]
+    made = _events(client, admin, event="client_created")["items"][0]
+    assert made["user_id"] == admin_id and made["details"] == {"client_id": created["client_id"], "scopes": ["reports"]}
+    gone = _events(client, admin, event="client_deleted")["items"]
+    assert [(e["user_id"], e["details"]) for e in gone] == [(admin_id, {"client_id": created["client_id"]})]
 
 
 def test_request_id_is_taken_from_the_caller(auth, client, admin):

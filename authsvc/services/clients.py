@@ -29,13 +29,15 @@ def check_scopes(scopes: list[str], field: str = "scopes") -> list[str]:
     return sorted(set(scopes))
 
 
-def create(name: str, scopes: list[str]) -> tuple[ServiceClient, str]:
-    """Stage a new client; return it with its secret, which is shown this once and stored only hashed."""
+def create(name: str, scopes: list[str], by: uuid.UUID | None = None) -> tuple[ServiceClient, str]:
+    """Stage a new client (created by the admin `by`; None from the CLI); return it with its secret, which is
+    shown this once and stored only hashed."""
     secret = secrets.token_urlsafe(32)
     client = ServiceClient(client_id="svc_" + secrets.token_hex(12), name=name, secret_hash=hash_token(secret),
                            scopes=check_scopes(scopes))
     db.session.add(client)
-    signals.client_created.send(current_app._get_current_object(), client=client)
+    # The audit event names who created it (as its user) and what it may do.
+    signals.client_created.send(current_app._get_current_object(), client=client, user_id=by, scopes=client.scopes)
     return client, secret
 
 
@@ -76,10 +78,11 @@ def get(client_uuid: str) -> ServiceClient:
     return client
 
 
-def delete(client: ServiceClient) -> None:
-    """Stage the deletion of a client: its tokens stop working (the blocklist check requires the client)."""
+def delete(client: ServiceClient, by: uuid.UUID | None = None) -> None:
+    """Stage the deletion of a client (by the admin `by`): its tokens stop working (the blocklist check requires
+    the client)."""
     db.session.delete(client)
-    signals.client_deleted.send(current_app._get_current_object(), client_id=client.client_id)
+    signals.client_deleted.send(current_app._get_current_object(), client_id=client.client_id, user_id=by)
 
 
 def all_clients() -> list[ServiceClient]:

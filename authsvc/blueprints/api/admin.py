@@ -87,7 +87,7 @@ def list_clients():
 def create_client():
     """Create a service client → 201 with its `client_secret`, shown this once."""
     body = parse(ClientIn)
-    client, secret = clients.create(body.name.strip(), body.scopes)
+    client, secret = clients.create(body.name.strip(), body.scopes, by=g.user.id)
     db.session.commit()
     return jsonify({**client.to_dict(), "client_secret": secret}), 201
 
@@ -97,7 +97,7 @@ def create_client():
 @permission_required("clients:manage")
 def delete_client(client_id: str):
     """Delete a service client; its tokens stop working → 204."""
-    clients.delete(clients.get(client_id))
+    clients.delete(clients.get(client_id), by=g.user.id)
     db.session.commit()
     return "", 204
 
