@@ -81,6 +81,48 @@ def test_no_one_manages_an_account_more_powerful_than_their_own(client, admin, s
     assert after["email"] == "admin@example.com" and after["is_active"] and after["roles"] == ["admin"]
 
 
+@pytest.mark.parametrize("roles", [
+    ["support", "editor"],  # a role without permissions, which a gateway may still guard a whole app with
+    ["support", "brand-new"],  # a role nobody holds yet
+])
+def test_a_role_grants_no_role_it_does_not_hold(client, admin, support, roles):
+    made = client.post(USERS, json={"email": "new@example.com", "password": PASSWORD, "roles": roles},
+                       headers=support)
+    assert made.status_code == 403 and made.json["error"]["code"] == "forbidden"
+    other = _make(client, admin, "other@example.com", roles=["support"])
+    changed = client.patch(f"{USERS}/{other['id']}", json={"roles": roles}, headers=support)
+    assert changed.status_code == 403 and client.get(f"{USERS}/{other['id']}", headers=admin).json["roles"] == ["support"]
+
+
+def test_a_role_does_not_manage_holders_of_a_role_it_lacks(client, admin, support):
+    """An editor's account is out of support's reach: moving its address, then resetting its password, would take
+    over whatever the gateway guards with `editor`."""
+    editor = _make(client, admin, "editor@example.com", roles=["editor"])
+    moved = client.patch(f"{USERS}/{editor['id']}", json={"email": "support-owned@example.com"}, headers=support)
+    assert moved.status_code == 403 and moved.json["error"]["code"] == "forbidden"
+    assert client.get(f"{USERS}/{editor['id']}", headers=admin).json["email"] == "editor@example.com"
+
+
+@pytest.mark.parametrize("method, body", [
+    ("patch", {"tier": "premium"}),
+    ("patch", {"email": "mine@example.com", "email_verified": True}),  # /users/me would ask for a confirmation
+    ("delete", None),
+])
+def test_only_an_admin_manages_their_own_account_through_the_admin_api(client, admin, support, method, body):
+    me = _id(client, admin, "helper@example.com")
+    response = getattr(client, method)(f"{USERS}/{me}", json=body, headers=support)
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    after = client.get(f"{USERS}/{me}", headers=admin).json
+    assert after["email"] == "helper@example.com" and after["tier"] == "free"
+
+
+def test_an_admin_grants_roles_with_permissions_beyond_the_built_in_ones(app, client, admin):
+    with app.app_context():
+        db.session.add(Role(name="billing", permissions=["billing:refund"]))
+        db.session.commit()
+    assert _make(client, admin, "billing@example.com", roles=["billing"])["roles"] == ["billing"]
+
+
 def test_taking_a_role_away_takes_effect_at_once_at_the_gateway(auth, client, admin):
     second = _make(client, admin, "second@example.com", roles=["admin", "editor"])
     token = auth.bearer(auth.login("second@example.com").json)
@@ -143,6 +185,19 @@ def test_list_search_filter_and_paginate(client, admin):
     user = client.get(f"{USERS}?q=user0", headers=admin).json["items"][0]
     client.patch(f"{USERS}/{user['id']}", json={"is_active": False}, headers=admin)
     assert client.get(f"{USERS}?is_active=false", headers=admin).json["total"] == 1
+
+
+@pytest.mark.parametrize("q, found", [
+    ("first_last", ["first_last@example.com"]),  # `_` is a character here, not a wildcard (nor dropped)
+    ("_", ["first_last@example.com"]),
+    ("100%", ["Sure 100%"]),
+    ("%", ["Sure 100%"]),  # not every account
+])
+def test_search_takes_wildcard_characters_literally(client, admin, q, found):
+    _make(client, admin, "first_last@example.com")
+    _make(client, admin, "firstxlast@example.com", full_name="Sure 100%")
+    items = client.get(USERS, query_string={"q": q}, headers=admin).json["items"]
+    assert sorted(u["email"] if "@" in found[0] else u["full_name"] for u in items) == found
 
 
 # A NUL (found by probing after fuzzing) was a 500 on PostgreSQL, which refuses it in a query.

@@ -7,8 +7,8 @@ from sqlalchemy import func, or_, select
 from .. import signals
 from ..errors import APIError
 from ..extensions import db
-from ..models import ADMIN_ROLE, PERMISSIONS, Role, User, user_roles, utcnow
-from . import accounts, verification
+from ..models import ADMIN_ROLE, Role, User, user_roles, utcnow
+from . import accounts, onetime, verification
 from .sessions import revoke_user_sessions
 from .users import check_tier, email_taken_if_conflict, find_by_email, guard_last_admin, role
 
@@ -17,8 +17,10 @@ def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, 
     """One page of users, newest first, with the total count."""
     query = select(User)
     if q:
-        pattern = f"%{q.lower().replace('%', '').replace('_', '')}%"
-        query = query.where(or_(func.lower(User.email).like(pattern), func.lower(User.full_name).like(pattern)))
+        # `%` and `_` are searched for as themselves (escaped), not as wildcards.
+        term = q.lower()
+        query = query.where(or_(func.lower(User.email).contains(term, autoescape=True),
+                                func.lower(User.full_name).contains(term, autoescape=True)))
     if is_active is not None:
         query = query.where(User.is_active.is_(is_active))
     if role_name:
@@ -31,22 +33,34 @@ def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, 
 
 
 def _powers(roles) -> set[str]:
-    """What holding `roles` allows: their permissions, and for `admin` all of them and `admin` itself."""
+    """What holding `roles` allows: each role itself (gateways authorise by role name, `/auth/verify?role=`) and
+    its permissions."""
     powers: set[str] = set()
     for held in roles:
-        powers |= {ADMIN_ROLE, *PERMISSIONS} if held.name == ADMIN_ROLE else set(held.permissions or [])
+        powers |= {held.name, *(held.permissions or [])}
     return powers
 
 
 def _check_may_manage(actor: User, roles, what: str) -> None:
-    """403 `forbidden` unless `actor` holds every power of `roles`.
+    """403 `forbidden` unless `actor` is an admin or holds every power of `roles`: each role and its permissions.
 
     `users:write` lets a role manage accounts, but never beyond its own powers: otherwise a support role could
-    grant itself `admin`, or change an admin's email address and then reset that admin's password.
+    grant itself `admin`, or change an admin's email address and then reset that admin's password. Role names
+    count as powers because gateways trust them: a role without permissions (`editor`) is still a key to whatever
+    the gateway guards with it. An admin holds every permission, present and future, and every role.
     """
+    if ADMIN_ROLE in actor.role_names:
+        return
     missing = _powers(roles) - _powers(actor.roles)
     if missing:
         raise APIError(403, "forbidden", f"Only someone holding {', '.join(sorted(missing))} may {what}.")
+
+
+def _check_not_self(actor: User, user: User, what: str) -> None:
+    """403 `forbidden` when someone other than an admin would `what` their own account through the admin API:
+    their own account goes through /users/me, with its checks (a confirmed change of address, no tier)."""
+    if actor.id == user.id and ADMIN_ROLE not in actor.role_names:
+        raise APIError(403, "forbidden", f"Only an admin may {what} their own account here; use /users/me.")
 
 
 def create_user(actor: User, email: str, password: str | None, full_name: str, roles: list[str],
@@ -63,6 +77,7 @@ def create_user(actor: User, email: str, password: str | None, full_name: str, r
 def update_user(actor: User, user: User, changes: dict) -> User:
     """Stage `actor`'s changes to `user`; deactivating, or taking a role away, ends the user's sessions at
     once."""
+    _check_not_self(actor, user, "change")
     _check_may_manage(actor, user.roles, "change this user")
     new_roles = changes.get("roles")
     removed = set(user.role_names) - set(new_roles) if new_roles is not None else set()
@@ -73,11 +88,14 @@ def update_user(actor: User, user: User, changes: dict) -> User:
     stays_admin = (ADMIN_ROLE in new_roles if new_roles is not None else ADMIN_ROLE in user.role_names) \
         and changes.get("is_active", user.is_active)
     guard_last_admin(user, stays_admin)
-    if "email" in changes and changes["email"].lower() != user.email.lower():
+    moving = "email" in changes and changes["email"].lower() != user.email.lower()
+    if moving:
         if find_by_email(changes["email"]) is not None:
             raise APIError(409, "email_taken", "An account with this email address already exists.")
         user.email = changes["email"]
         email_taken_if_conflict()  # an account registered meanwhile takes it first
+        # Unproven until a link to it is followed, unless the admin vouches for it in this very change.
+        user.email_verified = False
     for name in ("full_name", "email_verified", "is_active"):
         if name in changes:
             setattr(user, name, changes[name])
@@ -85,8 +103,19 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         user.tier = check_tier(changes["tier"])
     if new_roles is not None:
         user.roles = [role(name) for name in sorted(set(new_roles))]
+    if moving or deactivating:
+        # An admin moves an account, or disables it, most often because its mailbox or its sessions can no longer
+        # be trusted: links already mailed (a password reset to the old address, a pending change of address)
+        # must not outlive that, nor reopen the account when it is enabled again.
+        onetime.invalidate(onetime.PASSWORD_RESET, user.id)
+        onetime.invalidate(onetime.EMAIL_CHANGE, user.id)
+    if moving and not user.email_verified:
+        verification.send_verification(user)
     if deactivating:
         revoke_user_sessions(user.id, "account_deactivated")
+    elif moving:
+        # Access tokens carry the address, and gateways pass it on (`X-User-Email`) until they expire.
+        revoke_user_sessions(user.id, "email_changed")
     elif removed:
         # Roles travel in access tokens, which gateways trust (`/auth/verify?role=`) until they expire: taking a
         # role away ends the user's sessions, so it takes effect at once, as deactivation does. A granted role
@@ -99,6 +128,7 @@ def update_user(actor: User, user: User, changes: dict) -> User:
 
 def delete_user(actor: User, user: User) -> None:
     """Stage a hard delete by `actor` (sessions, tokens and identities go with it)."""
+    _check_not_self(actor, user, "delete")
     _check_may_manage(actor, user.roles, "delete this user")
     guard_last_admin(user, stays_admin=False)
     signals.user_deleted.send(current_app._get_current_object(), user_id=user.id, email=user.email)

@@ -61,7 +61,10 @@ def _deliver(message: Message, eml_name: str) -> None:
         return
     folder = Path(current_app.config["INSTANCE_PATH"]) / "outbox"
     folder.mkdir(exist_ok=True)
-    (folder / eml_name).write_bytes(message.as_bytes())
+    # Written aside, then renamed into place: whoever watches the folder never reads half a message.
+    partial = folder / f"{eml_name}.part"
+    partial.write_bytes(message.as_bytes())
+    partial.replace(folder / eml_name)
     # Development only (no MAIL_SERVER): the message, links included, goes to the log so it can be clicked.
     log.info("mail to %s: %s\n%s", ", ".join(message.recipients), message.subject, message.body,
              extra={"authsvc_dev_mail": True})

@@ -38,7 +38,8 @@ def confirm_reset(token: str, new_password: str) -> User:
     """Set a new password through a reset link; every session of the user ends."""
     row = onetime.peek(onetime.PASSWORD_RESET, token)
     user = get_user(row.user_id)
-    if user is None or not user.is_active:
+    # A link works only for the address it was mailed to: following it proves that mailbox, and no other.
+    if user is None or not user.is_active or row.email.lower() != user.email.lower():
         raise onetime.invalid_token()
     # Check the policy before using the link, so a rejected password leaves the link usable.
     passwords.check_new_password(new_password, user.email, field="new_password")
