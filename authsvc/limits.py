@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import functools
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from .extensions import limiter
+from .schemas import normalize_email
 
 
 def _only_when_enabled(decorator):
@@ -30,14 +31,43 @@ def limit(setting: str, methods: list[str] | None = None):
     return _only_when_enabled(limiter.limit(lambda: current_app.config[setting], methods=methods))
 
 
-def _recipient() -> str:
+def posted_address() -> str | None:
+    """The `email` of the request's JSON body or form, if any."""
     body = request.get_json(silent=True) if request.is_json else request.form
     email = body.get("email") if hasattr(body, "get") else None
-    return "mail-to:" + (email.strip().lower() if isinstance(email, str) else "-")
+    return email if isinstance(email, str) and email.strip() else None
 
 
-def limit_mail_per_address(methods: list[str] | None = None):
+def new_address() -> str | None:
+    """A change of address's new address: the posted one, unless it is the signed-in user's own (a form that
+    only renames posts the current address too, and mails nothing)."""
+    email = posted_address()
+    user = g.get("user")
+    if email is None or (user is not None and _canonical(email) == _canonical(user.email)):
+        return None
+    return email
+
+
+def signed_in_address() -> str | None:
+    """The signed-in user's address (pages: the sign-in is known before the view runs)."""
+    user = g.get("user")
+    return user.email if user is not None else None
+
+
+def _canonical(email: str) -> str:
+    # The address the mail would go to: every spelling of one mailbox (case, spaces, full-width letters, an
+    # internationalised domain) shares one quota, or a new spelling would be a fresh quota for the same inbox.
+    try:
+        return normalize_email(email).lower()
+    except ValueError:
+        return email.strip().lower()
+
+
+def limit_mail_per_address(methods: list[str] | None = None, address=posted_address):
     """The per-recipient mail quota, shared by every view that mails an address (API and pages), so nobody
-    can flood one inbox from many client addresses."""
-    return _only_when_enabled(limiter.shared_limit(lambda: current_app.config["RATELIMIT_MAIL_PER_ADDRESS"],
-                                                   scope="mail-to", key_func=_recipient, methods=methods))
+    can flood one inbox from many client addresses. `address` gives the recipient; a request with none (a
+    rename, a body the view will refuse) is not counted."""
+    return _only_when_enabled(limiter.shared_limit(
+        lambda: current_app.config["RATELIMIT_MAIL_PER_ADDRESS"], scope="mail-to",
+        key_func=lambda: "mail-to:" + _canonical(address() or ""), methods=methods,
+        exempt_when=lambda: address() is None))

@@ -113,3 +113,39 @@ def test_redis_down_fails_open_or_closed_by_setting(database_url, tmp_path, redi
         assert client.get("/healthz").status_code == 200  # unlimited endpoints never touch Redis
     finally:
         dispose(app)
+
+
+MAIL_QUOTA = {"RATELIMIT_ENABLED": True, "RATELIMIT_MAIL_REQUEST": "100/minute", "RATELIMIT_PROFILE_WRITE": "100/minute",
+              "RATELIMIT_MAIL_PER_ADDRESS": "2/minute"}
+
+
+@pytest.mark.settings(**MAIL_QUOTA)
+def test_every_spelling_of_an_address_shares_its_mail_quota(client):
+    """Case, spaces, full-width letters and an ideographic full stop all reach the same inbox."""
+    codes = [client.post("/api/v1/auth/password-reset/request", json={"email": email}).status_code
+             for email in ("victim@example.com", " VICTIM@ｅxample.com", "victim@example。com")]
+    assert codes == [202, 202, 429]
+
+
+@pytest.mark.settings(**MAIL_QUOTA)
+def test_a_change_of_address_counts_against_the_new_addresss_quota(auth, client):
+    pair = auth.signed_in()
+    for name in ("A", "B", "C"):  # renames mail nobody and are not counted
+        assert client.patch("/api/v1/users/me", json={"full_name": name}, headers=auth.bearer(pair)).status_code == 200
+    codes = [client.patch("/api/v1/users/me", json={"email": "victim@example.com"}, headers=auth.bearer(pair))
+             .status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    mailed = client.post("/api/v1/auth/password-reset/request", json={"email": "victim@example.com"})
+    assert mailed.status_code == 429 and mailed.json["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.settings(**MAIL_QUOTA)
+def test_the_account_pages_resend_shares_the_apis_quota(auth, client):
+    from .test_pages import post_form, sign_in_page
+
+    auth.register()
+    for _ in range(2):
+        assert client.post("/api/v1/auth/verify-email/resend", json={"email": "user@example.com"}).status_code == 202
+    sign_in_page(client)
+    resent = post_form(client, "/account/resend-verification", {}, page="/account")
+    assert resent.status_code == 429

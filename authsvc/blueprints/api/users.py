@@ -7,7 +7,7 @@ from ...errors import APIError
 from ...extensions import db
 from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
 from ...services import accounts, users
-from ...limits import limit
+from ...limits import limit, limit_mail_per_address, new_address
 from ...openapi import USER, document
 from . import bp
 
@@ -28,6 +28,7 @@ def me():
 @bp.patch("/users/me")
 @document(auth=USER, body=ProfileIn, responses={200: "User"}, errors={409: "email_taken"})
 @limit("RATELIMIT_PROFILE_WRITE")
+@limit_mail_per_address(address=new_address)  # a change of address mails the new one its link
 @user_required
 def update_me():
     """Change the caller's profile → User."""

@@ -3,6 +3,7 @@ from flask import flash, g, redirect, url_for
 
 from ...errors import APIError
 from ...extensions import db
+from ...limits import limit_mail_per_address, new_address, signed_in_address
 from ...services import accounts, identities, sessions, verification
 from . import bp, limit_posts, page, signin_required
 from .browser import form_errors, signed_out
@@ -31,6 +32,7 @@ def account():
 @bp.post("/account/profile")
 @signin_required
 @limit_posts("RATELIMIT_PROFILE_WRITE")
+@limit_mail_per_address(methods=["POST"], address=new_address)  # a change of address mails the new one
 def update_profile():
     """Change the name, or ask to change the address (pending until the new one is confirmed)."""
     form = ProfileForm()
@@ -51,6 +53,7 @@ def update_profile():
 @bp.post("/account/resend-verification")
 @signin_required
 @limit_posts("RATELIMIT_MAIL_REQUEST")
+@limit_mail_per_address(methods=["POST"], address=signed_in_address)  # the API's resend shares this quota
 def resend_verification():
     """Mail a new confirmation link to the account's address."""
     verification.resend(g.user.email)
