@@ -149,3 +149,18 @@ def test_the_account_pages_resend_shares_the_apis_quota(auth, client):
     sign_in_page(client)
     resent = post_form(client, "/account/resend-verification", {}, page="/account")
     assert resent.status_code == 429
+
+
+@pytest.mark.settings(**MAIL_QUOTA)
+def test_an_account_asks_for_only_so_many_changes_of_address(auth, client, outbox):
+    """Each change mails the account's current address a notice: new addresses each time must not make that a
+    stream of mail to whoever owns the current one."""
+    pair = auth.signed_in()
+    outbox.clear()
+    codes = [client.patch("/api/v1/users/me", json={"email": f"new{i}@example.com"}, headers=auth.bearer(pair))
+             .status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+    refused = client.patch("/api/v1/users/me", json={"email": "new9@example.com"}, headers=auth.bearer(pair))
+    assert refused.json["error"]["code"] == "rate_limited" and int(refused.headers["Retry-After"]) > 0
+    outbox.wait_for(lambda m: m["To"] == "new1@example.com")
+    assert len([m for m in outbox.messages if m["To"] == "user@example.com"]) == 2

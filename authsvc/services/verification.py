@@ -4,12 +4,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from limits import parse_many
+from sqlalchemy import func, select
 
 from .. import signals
 from ..errors import APIError
 from ..extensions import db
-from ..models import LinkedIdentity, User, utcnow
+from ..models import LinkedIdentity, OneTimeToken, User, utcnow
 from . import mail, onetime
 from .users import email_taken_if_conflict, find_by_email, get_user
 
@@ -45,9 +46,30 @@ def request_email_change(user: User, new_email: str) -> None:
         return
     if find_by_email(new_email) is not None:
         raise APIError(409, "email_taken", "An account with this email address already exists.")
+    _check_change_quota(user)
     token = onetime.issue(onetime.EMAIL_CHANGE, _lifetime(), new_email, user.id, {"new_email": new_email})
     mail.confirm_email_change(new_email, token)
     mail.email_change_notice(user.email, new_email)
+
+
+def _check_change_quota(user: User) -> None:
+    """429 `rate_limited` once the account has asked for as many changes of address as RATELIMIT_MAIL_PER_ADDRESS
+    allows in its window.
+
+    Each change mails the account's current address a notice, and the views' per-recipient quota counts only the
+    new address: an account holding someone's address could otherwise mail them a notice per request. The links
+    already issued are the count (kept for CLEANUP_GRACE_HOURS, longer than any quota's window in practice).
+    """
+    if not current_app.config["RATELIMIT_ENABLED"]:
+        return
+    for quota in parse_many(current_app.config["RATELIMIT_MAIL_PER_ADDRESS"]):
+        window = quota.get_expiry()
+        asked = db.session.scalar(select(func.count()).select_from(OneTimeToken).where(
+            OneTimeToken.purpose == onetime.EMAIL_CHANGE, OneTimeToken.user_id == user.id,
+            OneTimeToken.created_at > utcnow() - timedelta(seconds=window)))
+        if asked >= quota.amount:
+            raise APIError(429, "rate_limited", "Too many changes of address asked for; retry later.",
+                           headers={"Retry-After": str(window)})
 
 
 def pending_change(token: str) -> str:
