@@ -11,7 +11,7 @@ from ..errors import APIError, validation_error
 from ..extensions import db
 from ..models import ADMIN_ROLE, User, utcnow
 from . import mail, onetime, passwords, throttle, verification
-from .users import check_tier, email_taken_if_conflict, find_by_email, guard_last_admin, role
+from .users import check_email_free, check_tier, email_taken_if_conflict, find_by_email, guard_last_admin, role
 from .sessions import revoke_user_sessions
 
 
@@ -27,8 +27,7 @@ def create_user(email: str, password: str | None, full_name: str = "", tier: str
         passwords.check_new_password(password, email)
     # Hash before any database work, so no transaction (or SQLite write lock) waits on Argon2.
     password_hash = passwords.hasher().hash(password) if password is not None else None
-    if find_by_email(email) is not None:
-        raise APIError(409, "email_taken", "An account with this email address already exists.")
+    check_email_free(email)
     user = User(id=uuid.uuid4(), email=email, password_hash=password_hash, full_name=full_name or "",
                 tier=tier, email_verified=email_verified)
     user.roles = [role(name) for name in sorted(set(roles or []))]
@@ -117,10 +116,10 @@ def set_password(user: User, new_password: str, keep_session: uuid.UUID | None, 
     user.password_hash = passwords.hasher().hash(new_password)
     user.updated_at = utcnow()
     revoke_user_sessions(user.id, reason, keep=keep_session)
-    onetime.invalidate(onetime.PASSWORD_RESET, user.id)  # a reset link must not outlive the password it was for
-    # Nor a pending change of address: whoever asked for it (a stolen session, ended just now) could otherwise
-    # still move the account to their own address and reset the password from there.
-    onetime.invalidate(onetime.EMAIL_CHANGE, user.id)
+    # A reset link must not outlive the password it was for, nor a pending change of address: whoever asked for
+    # it (a stolen session, ended just now) could otherwise still move the account to their own address and reset
+    # the password from there.
+    onetime.invalidate(user.id, onetime.PASSWORD_RESET, onetime.EMAIL_CHANGE)
     mail.password_changed(user.email)
     signals.password_changed.send(_app(), user=user, reason=reason)
 

@@ -10,7 +10,7 @@ from ..extensions import db
 from ..models import ADMIN_ROLE, Role, User, user_roles, utcnow
 from . import accounts, onetime, verification
 from .sessions import revoke_user_sessions
-from .users import check_tier, email_taken_if_conflict, find_by_email, guard_last_admin, role
+from .users import check_email_free, check_tier, email_taken_if_conflict, guard_last_admin, role
 
 
 def list_users(page: int, per_page: int, q: str | None, is_active: bool | None, role_name: str | None) -> dict:
@@ -90,8 +90,7 @@ def update_user(actor: User, user: User, changes: dict) -> User:
     guard_last_admin(user, stays_admin)
     moving = "email" in changes and changes["email"].lower() != user.email.lower()
     if moving:
-        if find_by_email(changes["email"]) is not None:
-            raise APIError(409, "email_taken", "An account with this email address already exists.")
+        check_email_free(changes["email"])
         user.email = changes["email"]
         email_taken_if_conflict()  # an account registered meanwhile takes it first
         # Unproven until a link to it is followed, unless the admin vouches for it in this very change.
@@ -107,8 +106,7 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         # An admin moves an account, or disables it, most often because its mailbox or its sessions can no longer
         # be trusted: links already mailed (a password reset to the old address, a pending change of address)
         # must not outlive that, nor reopen the account when it is enabled again.
-        onetime.invalidate(onetime.PASSWORD_RESET, user.id)
-        onetime.invalidate(onetime.EMAIL_CHANGE, user.id)
+        onetime.invalidate(user.id, onetime.PASSWORD_RESET, onetime.EMAIL_CHANGE)
     if moving and not user.email_verified:
         verification.send_verification(user)
     if deactivating:

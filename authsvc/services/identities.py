@@ -78,8 +78,7 @@ def _reclaim(user: User) -> None:
     user.email_verified = True
     revoke_user_sessions(user.id, "identity_linked")
     db.session.execute(delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id))
-    for purpose in (onetime.EMAIL_CHANGE, onetime.PASSWORD_RESET):
-        onetime.invalidate(purpose, user.id)
+    onetime.invalidate(user.id, onetime.EMAIL_CHANGE, onetime.PASSWORD_RESET)
 
 
 def link(user: User, provider: str, claims: dict) -> LinkedIdentity:

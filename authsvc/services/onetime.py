@@ -69,10 +69,10 @@ def consume_any(purposes: tuple[str, ...], token: str) -> OneTimeToken:
     return consume(row, token)
 
 
-def invalidate(purpose: str, user_id: uuid.UUID) -> None:
-    """Stage the end of the user's live tokens of `purpose` (a new reset link, or a new password, voids them)."""
+def invalidate(user_id: uuid.UUID, *purposes: str) -> None:
+    """Stage the end of the user's live tokens of `purposes` (a new reset link, or a new password, voids them)."""
     db.session.execute(
         update(OneTimeToken)
-        .where(OneTimeToken.purpose == purpose, OneTimeToken.user_id == user_id, OneTimeToken.used_at.is_(None))
+        .where(OneTimeToken.purpose.in_(purposes), OneTimeToken.user_id == user_id, OneTimeToken.used_at.is_(None))
         .values(used_at=utcnow()).execution_options(synchronize_session=False)
     )

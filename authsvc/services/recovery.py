@@ -23,7 +23,7 @@ def compose_reset(email: str) -> None:
     user = find_by_email(email)
     if user is None or not user.is_active:
         return
-    onetime.invalidate(onetime.PASSWORD_RESET, user.id)
+    onetime.invalidate(user.id, onetime.PASSWORD_RESET)
     lifetime = timedelta(minutes=current_app.config["RESET_TOKEN_MINUTES"])
     token = onetime.issue(onetime.PASSWORD_RESET, lifetime, user.email, user.id)
     mail.password_reset(user.email, token)

@@ -53,13 +53,24 @@ def find_by_email(email: str) -> User | None:
     ).unique().first()
 
 
+def _email_taken() -> APIError:
+    return APIError(409, "email_taken", "An account with this email address already exists.")
+
+
+def check_email_free(email: str, user: User | None = None) -> None:
+    """409 `email_taken` if an account (other than `user`) has this address."""
+    owner = find_by_email(email)
+    if owner is not None and (user is None or owner.id != user.id):
+        raise _email_taken()
+
+
 def email_taken_if_conflict() -> None:
     """Flush what is staged; 409 `email_taken` if the unique address index refuses it (an account that took the
     address between our check and this write)."""
     try:
         db.session.flush()
     except IntegrityError:  # the error handler rolls the failed transaction back
-        raise APIError(409, "email_taken", "An account with this email address already exists.") from None
+        raise _email_taken() from None
 
 
 def get_user(user_id) -> User | None:

@@ -12,7 +12,7 @@ from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, OneTimeToken, User, utcnow
 from . import mail, onetime
-from .users import email_taken_if_conflict, find_by_email, get_user
+from .users import check_email_free, email_taken_if_conflict, find_by_email, get_user
 
 RESEND_KIND = "verify_email"
 
@@ -44,8 +44,7 @@ def request_email_change(user: User, new_email: str) -> None:
     link is followed."""
     if new_email.lower() == user.email.lower():
         return
-    if find_by_email(new_email) is not None:
-        raise APIError(409, "email_taken", "An account with this email address already exists.")
+    check_email_free(new_email)
     _check_change_quota(user)
     token = onetime.issue(onetime.EMAIL_CHANGE, _lifetime(), new_email, user.id, {"new_email": new_email})
     mail.confirm_email_change(new_email, token)
@@ -87,13 +86,11 @@ def verify(token: str, purposes: tuple[str, ...] = (onetime.VERIFY_EMAIL, onetim
     app = current_app._get_current_object()
     if row.purpose == onetime.EMAIL_CHANGE:
         new_email = row.data["new_email"]
-        owner = find_by_email(new_email)
-        if owner is not None and owner.id != user.id:
-            raise APIError(409, "email_taken", "An account with this email address already exists.")
+        check_email_free(new_email, user)
         old_email, user.email = user.email, new_email
         email_taken_if_conflict()  # an account registered meanwhile takes it first
         # A reset link mailed to the old address must not outlive it.
-        onetime.invalidate(onetime.PASSWORD_RESET, user.id)
+        onetime.invalidate(user.id, onetime.PASSWORD_RESET)
         signals.email_changed.send(app, user=user, old_email=old_email)
     elif row.email.lower() != user.email.lower():
         raise onetime.invalid_token()  # the account's address changed since this link was sent
