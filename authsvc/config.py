@@ -134,6 +134,9 @@ class Settings(BaseModel):
     REQUIRE_VERIFIED_EMAIL: bool = False
     TIERS: CommaList = ["free", "premium"]
     TRUSTED_PROXIES: int = Field(0, ge=0, le=10)
+    # Rate limits and the brute-force throttle count an IPv6 client by its /N network (one subscriber's /64 by
+    # default; 128 counts each address).
+    IPV6_SOURCE_PREFIX: int = Field(64, ge=32, le=128)
     COOKIE_SECURE: bool = True
 
     DB_CONNECT_TIMEOUT: int = Field(5, ge=1)

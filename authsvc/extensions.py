@@ -10,6 +10,7 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 
 from .readonly import Session
+from .sources import source_of
 
 # Explicit constraint names, so migrations can drop and alter them on SQLite and PostgreSQL alike.
 NAMING = {
@@ -22,8 +23,9 @@ NAMING = {
 
 
 def client_address() -> str:
-    """The client's address; ProxyFix has already applied TRUSTED_PROXIES to `remote_addr`."""
-    return request.remote_addr or "unknown"
+    """The client's source for rate limits: its address (ProxyFix has already applied TRUSTED_PROXIES to
+    `remote_addr`), an IPv6 one widened to its network (`sources.source_of`)."""
+    return source_of(request.remote_addr or "unknown", current_app.config["IPV6_SOURCE_PREFIX"])
 
 
 class SessionCookie(SecureCookieSessionInterface):

@@ -58,6 +58,16 @@ def test_success_forgets_the_failures(app, auth, client):
 
 
 @pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
+def test_an_ipv6_guesser_cannot_step_to_the_next_address(auth, client):
+    # Every address of the attacker's /64 is one source; the owner in another network is not affected.
+    auth.register()
+    codes = [_login(client, WRONG, {"REMOTE_ADDR": f"2001:db8:bad:1::{n}"}).status_code for n in range(1, 4)]
+    assert codes == [401, 401, 429]
+    assert _login(client, PASSWORD, {"REMOTE_ADDR": "2001:db8:bad:1:ffff::9"}).status_code == 429
+    assert _login(client, PASSWORD, {"REMOTE_ADDR": "2001:db8:600d:1::1"}).status_code == 200
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
 def test_unknown_accounts_are_counted_alike(client):
     body = {"email": "ghost@example.com", "password": WRONG}
     codes = [client.post("/api/v1/auth/login", json=body).status_code for _ in range(3)]

@@ -44,6 +44,8 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"ACCESS_TOKEN_EXPIRE_MINUTES": "0"},
     {"TIERS": ""},
     {"INTROSPECTION_SCOPE": "two scopes"},
+    {"IPV6_SOURCE_PREFIX": "129"},
+    {"IPV6_SOURCE_PREFIX": "16"},
     {"MAIL_USE_TLS": "true", "MAIL_USE_SSL": "true"},
 ])
 def test_bad_settings_fail_fast(tmp_path, settings):

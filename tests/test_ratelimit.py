@@ -166,3 +166,44 @@ def test_an_account_asks_for_only_so_many_changes_of_address(auth, client, outbo
     outbox.wait_for(lambda m: notice(m) and "new1@example.com" in m.get_body(("plain",)).get_content())
     outbox.wait_for(lambda m: notice(m) and "new0@example.com" in m.get_body(("plain",)).get_content())
     assert len([m for m in outbox.messages if notice(m)]) == 2  # the refused change queued nothing
+
+
+@pytest.mark.parametrize("address, prefix, source", [
+    ("198.51.100.7", 64, "198.51.100.7"),
+    ("unknown", 64, "unknown"),
+    ("2001:db8:1:2:aaaa::1", 64, "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2:ffff:ffff:ffff:ffff", 64, "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:aaaa::1", 48, "2001:db8:1::/48"),
+    ("2001:db8:1:2:aaaa::1", 128, "2001:db8:1:2:aaaa::1"),
+    ("::ffff:198.51.100.7", 64, "198.51.100.7"),
+    ("fe80::1%eth0", 64, "fe80::/64"),
+    ("not:an:address", 64, "not:an:address"),
+])
+def test_a_source_is_an_ipv4_address_or_an_ipv6_network(address, prefix, source):
+    from authsvc.sources import source_of
+
+    assert source_of(address, prefix) == source
+
+
+def _login_from(client, address):
+    body = {"email": "nobody@example.com", "password": "wrong password 1"}
+    return client.post("/api/v1/auth/login", json=body, environ_base={"REMOTE_ADDR": address}).status_code
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="2/minute", LOGIN_BLOCK_AFTER=100)
+def test_an_ipv6_network_shares_one_budget(client):
+    # Each address of one /64 is the same subscriber: cycling through them buys no fresh budget.
+    assert [_login_from(client, f"2001:db8:1:2::{n}") for n in (1, 2, 3)] == [401, 401, 429]
+    assert _login_from(client, "2001:db8:1:3::1") == 401  # the next /64 is someone else
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="2/minute", LOGIN_BLOCK_AFTER=100)
+def test_an_ipv4_client_on_a_dual_stack_socket_counts_as_ipv4(client):
+    assert [_login_from(client, a) for a in ("198.51.100.7", "::ffff:198.51.100.7")] == [401, 401]
+    assert _login_from(client, "198.51.100.7") == 429
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="2/minute", LOGIN_BLOCK_AFTER=100,
+                      IPV6_SOURCE_PREFIX=128)
+def test_ipv6_addresses_can_count_one_by_one(client):
+    assert [_login_from(client, f"2001:db8:1:2::{n}") for n in (1, 2, 3)] == [401, 401, 401]
