@@ -31,6 +31,14 @@ def limit(setting: str, methods: list[str] | None = None):
     return _only_when_enabled(limiter.limit(lambda: current_app.config[setting], methods=methods))
 
 
+def limit_password_sign_in(methods: list[str] | None = None, exempt_when=None):
+    """RATELIMIT_LOGIN per client address, as one budget for every way of trying a password (the API's login,
+    the sign-in page, the token endpoint's password grant): with a budget each, the three paths tripled a
+    guesser's rate across accounts. `exempt_when` tells the requests of a view that try no password."""
+    return _only_when_enabled(limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN"], scope="sign-in",
+                                                   methods=methods, exempt_when=exempt_when))
+
+
 def posted_address() -> str | None:
     """The `email` of the request's JSON body or form, if any."""
     body = request.get_json(silent=True) if request.is_json else request.form

@@ -207,3 +207,22 @@ def test_an_ipv4_client_on_a_dual_stack_socket_counts_as_ipv4(client):
                       IPV6_SOURCE_PREFIX=128)
 def test_ipv6_addresses_can_count_one_by_one(client):
     assert [_login_from(client, f"2001:db8:1:2::{n}") for n in (1, 2, 3)] == [401, 401, 401]
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3/minute", RATELIMIT_TOKEN="100/minute")
+def test_every_way_of_trying_a_password_shares_one_budget(client):
+    # The API's login, the sign-in page and the password grant: three budgets would triple a guesser's rate.
+    from .test_pages import sign_in_page
+
+    wrong = {"email": "nobody@example.com", "password": "wrong password 1"}
+    grant = {"grant_type": "password", "username": wrong["email"], "password": wrong["password"]}
+    assert client.post("/api/v1/auth/login", json=wrong).status_code == 401
+    assert sign_in_page(client, **wrong).status_code == 400  # the form again, with its error
+    assert client.post("/api/v1/auth/token", data=grant).status_code == 400
+    for attempt in (lambda: client.post("/api/v1/auth/login", json=wrong),
+                    lambda: sign_in_page(client, **wrong),
+                    lambda: client.post("/api/v1/auth/token", data=grant)):
+        assert attempt().status_code == 429
+    # The token endpoint's other grants try no password and keep their own budget.
+    other = client.post("/api/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": "x" * 43})
+    assert other.status_code == 400 and other.json["error"] == "invalid_grant"

@@ -7,7 +7,7 @@ from ...auth import user_required
 from ...extensions import db
 from ...schemas import LoginIn, RefreshIn, RegisterIn, parse
 from ...services import accounts, sessions
-from ...limits import limit
+from ...limits import limit, limit_password_sign_in
 from ...openapi import USER, document
 from . import bp, client_meta
 
@@ -26,7 +26,7 @@ def register():
 @bp.post("/auth/login")
 @document(body=LoginIn, responses={200: "TokenPair"},
           errors={401: "invalid_credentials", 403: ("account_disabled", "email_not_verified")})
-@limit("RATELIMIT_LOGIN")
+@limit_password_sign_in()
 def login():
     """Sign in with email and password → token pair."""
     body = parse(LoginIn)

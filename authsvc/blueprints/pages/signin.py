@@ -4,7 +4,7 @@ from flask import current_app, flash, g, redirect, request, url_for
 from ...database import writes
 from ...errors import APIError
 from ...extensions import db
-from ...limits import limit_mail_per_address
+from ...limits import limit_mail_per_address, limit_password_sign_in
 from ...services import accounts, onetime, recovery, sessions, signup, verification
 from . import bp, limit_posts, page
 from .browser import form_errors, safe_next, signed_out, start_browser_session
@@ -16,7 +16,7 @@ def _meta():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limit_posts("RATELIMIT_LOGIN")
+@limit_password_sign_in(methods=["POST"])
 def login():
     """Sign in with email and password."""
     form = LoginForm()
