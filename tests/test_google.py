@@ -279,6 +279,42 @@ def test_disabled_account_cannot_sign_in_with_google(google):
     assert response.status_code == 403 and response.json["error"]["code"] == "account_disabled"
 
 
+@pytest.fixture
+def as_google(google, oidc_provider, monkeypatch):
+    """The test provider's issuer counted as Google's, so the rules for Google's own tokens apply."""
+    from authsvc.services import google as service
+
+    monkeypatch.setattr(service, "GOOGLE_ISSUERS", {*service.GOOGLE_ISSUERS, oidc_provider.issuer})
+    return google
+
+
+@pytest.mark.parametrize("verified_account", [True, False])
+def test_google_is_no_authority_for_an_address_outside_its_own_domains(as_google, verified_account):
+    """A consumer Google account made on owner@example.com keeps `email_verified: true` after its maker lost that
+    mailbox (left the company, let the domain lapse): it must neither link to nor reclaim the account."""
+    _register(as_google, "owner@example.com", verify=verified_account)
+    response = as_google.exchange(as_google.id_token("owner@example.com", sub="former-owner"))
+    assert response.status_code == 409 and response.json["error"]["code"] == "email_taken"
+    assert as_google.identities() == [] and as_google.user("owner@example.com").password_hash is not None
+
+
+def test_a_gmail_address_still_links(as_google):
+    user = _register(as_google, "owner@gmail.com")
+    response = as_google.exchange(as_google.id_token("owner@gmail.com"))
+    assert response.status_code == 200 and _claims(response.json["access_token"])["sub"] == user["id"]
+
+
+@pytest.mark.parametrize("verified_account", [True, False])
+def test_a_disabled_account_is_neither_linked_nor_reclaimed(google, verified_account):
+    _register(google, "off@example.com", verify=verified_account)
+    with google.app.app_context():
+        db.session.scalars(select(User).where(User.email == "off@example.com")).one().is_active = False
+        db.session.commit()
+    response = google.exchange(google.id_token("off@example.com"))
+    assert response.status_code == 403 and response.json["error"]["code"] == "account_disabled"
+    assert google.identities() == [] and google.user("off@example.com").password_hash is not None
+
+
 def test_routes_404_and_no_button_when_not_configured(client):
     assert client.post("/api/v1/auth/google", json={"id_token": "x"}).json["error"]["code"] == "not_found"
     assert client.get("/auth/google/login").status_code == 404
@@ -339,6 +375,41 @@ def test_a_dropped_attempt_is_refused_not_guessed(google):
     response = google.client.get(callback[len(google.base):])
     assert response.status_code == 400 and "Try again" in response.get_data(as_text=True)
     assert google.user("dropped@example.com") is None
+
+
+@pytest.mark.sqlite_only
+def test_abandoned_attempts_do_not_grow_the_cookie_past_what_browsers_keep(google):
+    """Each start adds Authlib's state (url, nonce, PKCE verifier) to the signed cookie; past 4 KB a browser
+    ignores the whole cookie and every later attempt fails."""
+    for _ in range(30):
+        response = google.client.get("/auth/google/login")
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("session="))
+    assert len(cookie.split(";")[0]) < 4096
+    callback = google.provider.authorize(response.headers["Location"], "tabs@example.com")
+    assert google.client.get(callback[len(google.base):]).status_code == 302  # the newest attempt completes
+
+
+def _tamper_authlib_state(client, **data):
+    with client.session_transaction() as session:
+        (key,) = [k for k in session if k.startswith("_state_google_")]
+        session[key] = {**session[key], "data": {**session[key]["data"], **data}}
+
+
+@pytest.mark.parametrize("tamper, status", [({"nonce": "not-the-one-sent"}, 401), ({"code_verifier": "x" * 64}, 400)])
+def test_a_wrong_nonce_or_pkce_verifier_is_refused(google, tamper, status):
+    start = google.client.get("/auth/google/login")
+    _tamper_authlib_state(google.client, **tamper)
+    callback = google.provider.authorize(start.headers["Location"], "tampered@example.com")
+    assert google.client.get(callback[len(google.base):]).status_code == status
+    assert google.user("tampered@example.com") is None
+
+
+def test_another_browsers_callback_is_refused(google):
+    """Login CSRF: an attacker's own code and state, delivered to the victim's browser."""
+    start = google.app.test_client().get("/auth/google/login")
+    callback = google.provider.authorize(start.headers["Location"], "attacker@example.com")
+    assert google.client.get(callback[len(google.base):]).status_code == 400
+    assert google.user("attacker@example.com") is None
 
 
 def test_state_mismatch_is_a_clear_page(google):
@@ -444,6 +515,19 @@ def test_required_verification_keeps_the_new_account_and_mails_it(oidc_provider,
 
 def _bearer(pair):
     return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+def test_required_verification_keeps_the_new_account_on_the_page_too(oidc_provider, database_url, tmp_path,
+                                                                      smtp_server):
+    smtp_server.clear()
+    google = _google_app(oidc_provider, database_url, tmp_path / "instance", smtp_server, REQUIRE_VERIFIED_EMAIL=True)
+    try:
+        response = google.browser_flow("unsure@example.com", verified=False)
+        assert response.status_code == 403 and "Verify your email" in response.get_data(as_text=True)
+        assert google.user("unsure@example.com") is not None
+        smtp_server.wait_for(lambda m: m["To"] == "unsure@example.com")
+    finally:
+        dispose(google.app)
 
 
 def test_identities_api_link_list_and_unlink(google):

@@ -49,8 +49,13 @@ def _start(intent: str, target: str | None):
     flows = dict(session.get(FLOWS, {}))
     flows[state] = {"intent": intent, "next": safe_next(target),
                     "user_id": str(g.user.id) if g.user is not None else None}
-    # A few tabs at once; the oldest attempt is dropped (Authlib's own state entries expire after an hour).
-    session[FLOWS] = dict(list(flows.items())[-MAX_FLOWS:])
+    # A few tabs at once; the oldest attempt is dropped, with Authlib's own entry for it (its url, nonce and PKCE
+    # verifier): Authlib drops them only on a callback, and past 4 KB the browser ignores the whole cookie.
+    kept = dict(list(flows.items())[-MAX_FLOWS:])
+    session[FLOWS] = kept
+    prefix = f"_state_{google.PROVIDER}_"
+    for key in [k for k in session if k.startswith(prefix) and k[len(prefix):] not in kept]:
+        session.pop(key)
     return response
 
 
@@ -89,7 +94,9 @@ def callback():
         else:
             user = identities.sign_in(google.PROVIDER, claims)
     except APIError as exc:
-        db.session.rollback()
+        # As the API does: a refusal that keeps what the sign-in staged (a new account and its verification mail,
+        # refused for `email_not_verified`) commits it.
+        db.session.commit() if exc.persist else db.session.rollback()
         return _failed(exc)
     if flow["intent"] == "link":
         db.session.commit()

@@ -21,6 +21,12 @@ PROVIDER = "google"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 # Google's tokens name their issuer with or without the scheme (its documentation accepts both).
 GOOGLE_ISSUERS = {"https://accounts.google.com", "accounts.google.com"}
+# Google is authoritative for an address only on its own mail domains, or on a Workspace domain it names in `hd`.
+# Elsewhere `email_verified` says the address was proved once, when the Google account was made: not who owns the
+# mailbox today (a former employee, a lapsed domain), so it must not open an existing account on its own.
+GOOGLE_MAIL_DOMAINS = {"gmail.com", "googlemail.com"}
+# The discovery document's fields we use; without them the provider is as good as unreachable.
+METADATA_FIELDS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 EXTENSION = "authsvc.google"
 
 
@@ -58,6 +64,35 @@ def _client():
     return current_app.extensions[EXTENSION]
 
 
+def _metadata(client) -> dict:
+    """The provider's discovery document, checked; 503 `unavailable` if it cannot be had or lacks what we use.
+    A bad document is not kept: Authlib would otherwise cache it until the process restarts."""
+    import requests
+
+    try:
+        metadata = client.load_server_metadata()
+    except (requests.RequestException, ValueError, TypeError, AttributeError):  # unreachable, not JSON, not an object
+        raise _unavailable() from None
+    if not all(isinstance(metadata.get(k), str) and metadata[k] for k in METADATA_FIELDS):
+        metadata.pop("_loaded_at", None)  # Authlib's mark of a loaded document: without it, it loads again
+        raise _unavailable()
+    return metadata
+
+
+def _jwks(client, force: bool = False) -> dict:
+    """The provider's key set (Authlib caches it), checked to be one; 503 `unavailable` otherwise."""
+    import requests
+
+    try:
+        keys = client.fetch_jwk_set(force=force)
+    except (requests.RequestException, ValueError, TypeError, RuntimeError):
+        raise _unavailable() from None
+    if not isinstance(keys, dict) or not isinstance(keys.get("keys"), list):
+        client.server_metadata.pop("jwks", None)  # where Authlib keeps the key set it fetched
+        raise _unavailable()
+    return keys
+
+
 def _unavailable() -> APIError:
     return APIError(503, "unavailable", "Google sign-in is unavailable right now; try again in a moment.")
 
@@ -72,9 +107,10 @@ def authorization_redirect(redirect_uri: str):
     import requests
 
     client = _client()
+    _metadata(client)
     try:
         found = client.create_authorization_url(redirect_uri)
-    except (requests.RequestException, ValueError, KeyError):  # discovery document unreachable or malformed
+    except (requests.RequestException, ValueError, KeyError, TypeError, RuntimeError):  # discovery unreachable or bad
         raise _unavailable() from None
     client.save_authorize_data(redirect_uri=redirect_uri, **found)
     return redirect(found["url"]), found["state"]
@@ -89,6 +125,8 @@ def finish_authorization() -> dict:
     from joserfc.errors import JoseError
 
     client = _client()
+    _metadata(client)
+    _jwks(client)
     try:
         token = client.authorize_access_token(claims_cls=CodeIDToken, leeway=_leeway(),
                                               claims_options=_claims_options(client))
@@ -103,6 +141,8 @@ def finish_authorization() -> dict:
         raise _unavailable() from None
     except JoseError:
         raise _invalid_token() from None
+    except (ValueError, TypeError, KeyError, RuntimeError):  # a token response or key set that is not what it must be
+        raise _unavailable() from None
     if not token.get("userinfo"):
         raise _invalid_token()  # a token response without an ID token is not an OpenID sign-in
     return _identity(dict(token["userinfo"]))
@@ -115,6 +155,7 @@ def verify_id_token(id_token: str) -> dict:
     from joserfc.errors import JoseError
 
     client = _client()
+    _metadata(client)
     try:
         payload = _decode(client, id_token)
         claims = CodeIDToken(payload.claims, payload.header, _claims_options(client),
@@ -132,11 +173,11 @@ def _decode(client, id_token: str):
     from joserfc.errors import InvalidKeyIdError
     from joserfc.jwk import KeySet
 
-    keys = KeySet.import_key_set(client.fetch_jwk_set())
+    keys = KeySet.import_key_set(_jwks(client))
     try:
         return jwt.decode(id_token, keys, algorithms=ALGORITHMS)
     except InvalidKeyIdError:  # the provider rotated its keys since we fetched them
-        return jwt.decode(id_token, KeySet.import_key_set(client.fetch_jwk_set(force=True)), algorithms=ALGORITHMS)
+        return jwt.decode(id_token, KeySet.import_key_set(_jwks(client, force=True)), algorithms=ALGORITHMS)
 
 
 def _claims_options(client) -> dict:
@@ -162,5 +203,9 @@ def _identity(claims: dict) -> dict:
     if email is None:
         raise APIError(422, "validation_error", "The Google account has no usable email address.",
                        fields={"id_token": ["carries no valid email address"]})
+    verified = verified is True or str(verified).lower() == "true"
+    domain, hd = email.rsplit("@", 1)[1].lower(), claims.get("hd")
+    authoritative = verified and (claims.get("iss") not in GOOGLE_ISSUERS or domain in GOOGLE_MAIL_DOMAINS
+                                  or (isinstance(hd, str) and hd.lower() == domain))
     return {"sub": str(claims["sub"]), "email": email, "name": str(claims.get("name") or "")[:200],
-            "email_verified": verified is True or str(verified).lower() == "true"}
+            "email_verified": verified, "email_authoritative": authoritative}

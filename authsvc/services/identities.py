@@ -58,7 +58,7 @@ def sign_in(provider: str, claims: dict) -> User:
             if not user.email_verified:
                 verification.send_verification(user)  # the provider did not vouch for it: we ask ourselves
             signals.user_registered.send(_app(), user=user, provider=provider)
-        elif not claims["email_verified"]:
+        elif not claims["email_authoritative"]:  # see google.GOOGLE_MAIL_DOMAINS
             raise APIError(409, "email_taken", "An account with this email address exists. Sign in with your "
                            "password, then link your Google account from your account page.")
         elif not user.email_verified:
