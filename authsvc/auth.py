@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from functools import wraps
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import CSRFError, JWTDecodeError
 
@@ -24,7 +24,9 @@ def _decode_key(header: dict, unverified: dict):
     if not tokens.check_required_claims(unverified):
         raise JWTDecodeError("the token lacks a required claim")
     key = keys.public_key(header.get("kid"))
-    if key is None:
+    # The header's `alg` is pinned to JWT_ALGORITHM; a kid naming a key of another type (one published before
+    # JWT_ALGORITHM changed) would make PyJWT raise InvalidKeyError, which nothing turns into a 401.
+    if key is None or not isinstance(key, keys.PUBLIC_KEY_TYPES[current_app.config["JWT_ALGORITHM"]]):
         raise JWTDecodeError("the token was not signed by a key of this service")
     return key
 
@@ -78,8 +80,9 @@ def user_token_required(view):
         claims = tokens.live_access_claims(tokens.bearer_token(request.headers.get("Authorization", "")))
         if claims is None:  # no Bearer token, a cookie, or a refusal: Flask-JWT-Extended decides, and says why
             csrf = request.headers.get("X-CSRF-Token", "")
-            if not csrf.isascii() and "Authorization" not in request.headers:
-                # Flask-JWT-Extended compares it with compare_digest, which raises on non-ASCII text.
+            if not csrf.isascii() and tokens.bearer_token(request.headers.get("Authorization", "")) is None:
+                # Flask-JWT-Extended compares it with compare_digest, which raises on non-ASCII text. Without a Bearer
+                # token (no Authorization header, or one of another scheme) it reads the cookie and compares.
                 raise APIError(403, "forbidden", "The CSRF token is missing or does not match.")
             scheme = request.environ.get("HTTP_AUTHORIZATION", "")
             if scheme[:7].lower() == "bearer " and not scheme.startswith("Bearer "):

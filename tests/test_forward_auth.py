@@ -4,6 +4,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from sqlalchemy import select
+
+from authsvc.extensions import db
+from authsvc.models import User
 
 from .conftest import PASSWORD
 from .test_pages import sign_in_page
@@ -19,6 +23,25 @@ def test_valid_token_gets_identity_headers(auth, client):
     assert response.headers["X-User-Id"] == me["id"]
     assert response.headers["X-User-Email"] == "user@example.com" and response.headers["X-User-Roles"] == ""
 
+
+
+def test_forward_auth_says_whether_the_address_is_proven(app, auth, client):
+    # Anyone may register any address: an app behind the gateway must be able to tell a proven one.
+    unproven = auth.signed_in("ceo@victim.example")
+    assert client.get(VERIFY, headers=auth.bearer(unproven)).headers["X-User-Email-Verified"] == "false"
+    with app.app_context():
+        db.session.scalars(select(User).where(User.email == "ceo@victim.example")).one().email_verified = True
+        db.session.commit()
+    proven = auth.login("ceo@victim.example").json
+    assert client.get(VERIFY, headers=auth.bearer(proven)).headers["X-User-Email-Verified"] == "true"
+
+
+def test_a_client_sent_forwarded_method_cannot_mask_the_gateways_original_method(auth, client):
+    # nginx's auth_request passes every header of the original request on, the client's own among them.
+    auth.register()
+    sign_in_page(client)
+    response = client.get(VERIFY, headers={"X-Original-Method": "POST", "X-Forwarded-Method": "GET"})
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}])
 def test_missing_or_bad_token_is_401(client, headers):
@@ -93,6 +116,7 @@ def test_nginx_auth_request(live_server, gateway):
     pair = _api(base, "/api/v1/auth/login", {"email": "gw@example.com", "password": PASSWORD})
     status, echoed = _get(gateway.url + "/orders", pair["access_token"])
     assert status == 200 and echoed["X-User-Email"] == "gw@example.com" and echoed["X-User-Id"]
+    assert echoed["X-User-Email-Verified"] == "false"
     assert _get(gateway.url + "/orders")[0] == 401
     assert _get(gateway.url + "/orders", "not-a-token")[0] == 401
     assert _get(gateway.url + "/admin/panel", pair["access_token"])[0] == 403

@@ -161,3 +161,42 @@ def test_the_scheme_is_case_insensitive_and_refusals_say_why_in_any_case(auth, c
     client.post("/api/v1/auth/logout", headers=auth.bearer(pair))
     refused = client.get("/api/v1/users/me", headers=header)
     assert refused.status_code == 401 and refused.json["error"]["code"] == "token_revoked"
+
+
+@pytest.mark.parametrize("scheme", ["Basic dXNlcjpwYXNz", "Token abc"])
+def test_a_non_ascii_csrf_header_beside_another_auth_scheme_is_403_never_500(auth, client, scheme):
+    from .test_pages import sign_in_page
+
+    auth.register()
+    sign_in_page(client)  # the cookie is what Flask-JWT-Extended falls back to
+    response = client.post("/api/v1/auth/logout", headers={"Authorization": scheme, "X-CSRF-Token": "été"})
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    assert client.get("/api/v1/auth/verify").status_code == 200  # still signed in
+
+
+@pytest.mark.settings(JWT_ALGORITHM="EdDSA")
+@pytest.mark.parametrize("path", [ME, "/api/v1/auth/sessions", "/api/v1/admin/users"])
+def test_a_token_naming_a_key_of_another_algorithm_is_401_never_500(auth, client, path):
+    # The RSA key published before JWT_ALGORITHM changed stays in the ring; a token signed by nobody names it.
+    pair = auth.signed_in()
+    rsa_kid = next(k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"] if k["kty"] == "RSA")
+    claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    forged = f"{_b64({'alg': 'EdDSA', 'typ': 'JWT', 'kid': rsa_kid})}.{_b64(claims)}.AAAA"
+    response = client.get(path, headers=auth.bearer(forged))
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthorized"
+
+
+def test_tokens_carrying_a_changed_address_stop_at_once(auth, client, outbox):
+    # Gateways pass the token's address on (X-User-Email); once the change is confirmed, the old one is free.
+    from .test_email_flows import _mail_to, _token
+
+    pair = auth.signed_in()
+    outbox.clear()
+    client.patch(ME, json={"email": "moved@example.com"}, headers=auth.bearer(pair))
+    token = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/confirm-email-change")
+    assert client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
+    assert client.get("/api/v1/auth/verify", headers=auth.bearer(pair)).status_code == 401
+    fresh = auth.refresh(pair["refresh_token"])  # the session lives on: its next token has the new address
+    assert fresh.status_code == 200
+    verify = client.get("/api/v1/auth/verify", headers=auth.bearer(fresh.json))
+    assert verify.headers["X-User-Email"] == "moved@example.com"

@@ -1,4 +1,6 @@
 """Health, readiness, JWKS and discovery."""
+import re
+
 import jwt
 from sqlalchemy import text
 
@@ -57,3 +59,11 @@ def test_readyz_names_the_schema_and_refuses_an_old_one(app, client):
     stale = client.get("/readyz")
     assert stale.status_code == 503 and stale.json["schema"] == ["0001"]
     assert stale.json["expected"] == ready.json["schema"]
+
+
+def test_the_jwks_is_not_cached_longer_than_a_new_key_waits_to_sign(app, client):
+    # `keys rotate` publishes the new key SIGNING_KEY_CACHE_SECONDS + 2 s before it signs: a verifier behind an
+    # HTTP cache must have it by then.
+    response = client.get("/.well-known/jwks.json")
+    max_age = int(re.search(r"max-age=(\d+)", response.headers["Cache-Control"]).group(1))
+    assert 0 < max_age <= app.config["SIGNING_KEY_CACHE_SECONDS"]

@@ -17,7 +17,9 @@ bp = Blueprint("wellknown", __name__)
 def jwks():
     """The public keys that verify our access tokens."""
     response = jsonify(keys.jwks())
-    response.headers["Cache-Control"] = "public, max-age=300"
+    # No longer than a rotated key waits before it signs (SIGNING_KEY_CACHE_SECONDS + 2): a verifier behind an HTTP
+    # cache must have the new key by then.
+    response.headers["Cache-Control"] = f"public, max-age={current_app.config['SIGNING_KEY_CACHE_SECONDS']}"
     return response
 
 

@@ -28,6 +28,8 @@ from ..models import SigningKey, utcnow
 
 log = logging.getLogger(__name__)
 UNKNOWN_KID_RELOAD_SECONDS = 5.0
+# The public key type each JWT_ALGORITHM verifies with.
+PUBLIC_KEY_TYPES = {"RS256": rsa.RSAPublicKey, "EdDSA": ed25519.Ed25519PublicKey}
 
 
 class KeysUnavailable(Exception):

@@ -122,7 +122,7 @@ def _revokes(session: OrmSession) -> bool:
     """Whether the flush about to be committed can turn a live token into a dead one."""
     for obj in session.dirty:
         if (isinstance(obj, Session) and _changed(obj, "revoked_at")) or \
-                (isinstance(obj, User) and _changed(obj, "is_active")):
+                (isinstance(obj, User) and (_changed(obj, "is_active") or _changed(obj, "email"))):
             return True
     if any(isinstance(obj, (Session, User, ServiceClient)) for obj in session.deleted):
         return True

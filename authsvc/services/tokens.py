@@ -101,7 +101,8 @@ _SESSION_LIVE = HotSelect(
     select(_sessions.c.id)
     .select_from(_sessions.join(_users, _users.c.id == _sessions.c.user_id))
     .where(and_(_sessions.c.id == bindparam("sid"), _sessions.c.revoked_at.is_(None), _users.c.is_active.is_(True),
-                ~_JTI_REVOKED))
+                # a token carrying an address the account no longer has (gateways pass it on as X-User-Email)
+                _users.c.email == bindparam("email"), ~_JTI_REVOKED))
 )
 _CLIENT_TOKEN_REVOKED = select(_JTI_REVOKED | ~exists().where(_clients.c.client_id == bindparam("client_id")))
 
@@ -117,7 +118,8 @@ def _is_revoked(payload: dict) -> bool:
         return True
     # Past the ORM's execution layer (nothing here is an entity), on the hot-read connection: this runs for every
     # token check the memory does not answer.
-    return _SESSION_LIVE.first(reader(), {"sid": session_id, "jti": payload["jti"]}) is None
+    return _SESSION_LIVE.first(reader(), {"sid": session_id, "jti": payload["jti"],
+                                          "email": payload.get("email")}) is None
 
 
 def bearer_token(header: str) -> str | None:

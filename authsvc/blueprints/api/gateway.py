@@ -19,6 +19,7 @@ FORWARDED = {  # what a 200 tells the gateway, to pass on to the app behind it
     "X-User-Roles": "The user's roles, comma-separated.",
     "X-Client-Id": "Service client tokens only: the client id.",
     "X-Scopes": "Service client tokens only: the granted scopes, space-separated.",
+    "X-User-Email-Verified": "`true` when the user proved the address (a link we mailed, or Google), else `false`.",
 }
 
 
@@ -45,9 +46,11 @@ def forward_auth():  # throttle all users together; the gateway limits its own c
     # The gateway asks with GET; the original method comes in a header. A browser's cookie on an unsafe
     # request must carry the CSRF double-submit header, exactly as it would calling the API directly.
     headers = request.headers
-    method = (headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET").upper()
+    # Either header may be the client's own (nginx's auth_request passes every header of the original request on):
+    # the request is unsafe when either names an unsafe method, so a client cannot mask the gateway's.
+    methods = {(headers.get(name) or "").strip().upper() for name in ("X-Forwarded-Method", "X-Original-Method")}
     # Compared as bytes: compare_digest refuses non-ASCII text (a 500 for a header anyone can send).
-    if from_cookie and method in UNSAFE and not hmac.compare_digest(
+    if from_cookie and methods & UNSAFE and not hmac.compare_digest(
             headers.get("X-CSRF-Token", "").encode(), (payload.get("csrf", "") or "\x00").encode()):
         return error_response(403, "forbidden", "The CSRF token is missing or does not match.")
     roles = payload.get("roles", [])
@@ -56,6 +59,8 @@ def forward_auth():  # throttle all users together; the gateway limits its own c
         return error_response(403, "forbidden", f"This needs the {wanted[:64]} role.")
     forwarded = [("X-User-Id", payload["sub"]), ("X-User-Email", _header_address(payload.get("email", ""))),
                  ("X-User-Roles", ",".join(roles))]
+    if "sid" in payload:  # a user's token: say whether the address is proven (anyone may register any address)
+        forwarded.append(("X-User-Email-Verified", "true" if payload.get("email_verified") is True else "false"))
     if "client_id" in payload:
         forwarded += [("X-Client-Id", payload["client_id"]), ("X-Scopes", payload.get("scope", ""))]
     return current_app.response_class(status=200, headers=forwarded)
