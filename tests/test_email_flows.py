@@ -328,13 +328,17 @@ def test_an_admin_vouching_for_the_new_address_sends_no_link(auth, client, admin
     assert not [m for m in outbox.messages if m["To"] == "fixed@example.com" and "Confirm" in m["Subject"]]
 
 
-def test_disabling_an_account_voids_its_reset_links(auth, client, admin, outbox):
+@pytest.mark.parametrize("by", ["an admin", "the user"])
+def test_disabling_an_account_voids_its_reset_links(auth, client, admin, outbox, by):
     """Enabling it again must not bring back a link mailed before it was disabled."""
     pair = auth.signed_in()
     client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
     reset = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
     user_id = client.get("/api/v1/users/me", headers=auth.bearer(pair)).json["id"]
-    for active in (False, True):
+    if by == "the user":
+        assert client.delete("/api/v1/users/me", json={"password": PASSWORD},
+                             headers=auth.bearer(pair)).status_code == 204
+    for active in ((False, True) if by == "an admin" else (True,)):
         assert client.patch(f"/api/v1/admin/users/{user_id}", json={"is_active": active},
                             headers=admin).status_code == 200
     assert client.post(f"{API}/password-reset/confirm",
@@ -353,3 +357,35 @@ def test_a_reset_link_works_only_for_the_address_it_was_mailed_to(app, auth, cli
         db.session.commit()
     response = client.post(f"{API}/password-reset/confirm", json={"token": reset, "new_password": NEW})
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_token"
+
+
+@pytest.mark.parametrize("then", ["a newer request", "a confirmed change"])
+def test_a_change_of_address_voids_the_pending_ones(auth, client, outbox, then):
+    """A stolen session asks for a move to the thief's address; the owner, warned by the notice, asks for (or
+    confirms) one of their own: the thief's link must not move the account afterwards."""
+    pair = auth.signed_in()
+    client.patch("/api/v1/users/me", json={"email": "thief@evil.example"}, headers=auth.bearer(pair))
+    stolen = _token(_mail_to(outbox, "thief@evil.example", "Confirm"), "/confirm-email-change")
+    client.patch("/api/v1/users/me", json={"email": "mine@example.com"}, headers=auth.bearer(pair))
+    mine = _token(_mail_to(outbox, "mine@example.com", "Confirm"), "/confirm-email-change")
+    if then == "a confirmed change":
+        assert client.post(f"{API}/verify-email", json={"token": mine}).status_code == 200
+    refused = client.post(f"{API}/verify-email", json={"token": stolen})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+
+
+def test_sent_mail_keeps_no_live_token_at_rest(app, auth, client, outbox):
+    """one_time_tokens holds only hashes; the outbox must not keep the links themselves once they are sent."""
+    auth.register()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    mailed = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    deadline = time.monotonic() + 10
+    while True:  # the sender marks the row sent just after the mail server took it
+        with app.app_context():
+            rows = db.session.scalars(select(OutboxMessage)).all()
+            stored = " ".join(r.text_body + r.html_body for r in rows)
+            if all(r.sent_at is not None for r in rows) or time.monotonic() > deadline:
+                break
+        time.sleep(0.05)
+    assert rows and all(r.sent_at is not None for r in rows)
+    assert mailed not in stored

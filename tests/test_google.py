@@ -125,15 +125,29 @@ def test_a_known_subject_signs_in_even_after_its_email_changed(google):
     assert google.user("renamed@example.com") is None
 
 
-def test_verified_email_links_to_the_existing_account(google):
-    user = _register(google, "owner@example.com")
+def test_a_verified_account_with_a_password_is_not_linked_by_email(google, smtp_server):
+    """The pre-registration takeover that a confirmed address does not stop: someone registers the owner's
+    address with a password of theirs, and a mail scanner opens the verification link (a GET confirms it)."""
+    smtp_server.clear()
+    user = _register(google, "owner@example.com", verify=False)
+    squatter = google.client.post("/api/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD})
+    link = _mailed_token(smtp_server, "owner@example.com", "/verify-email")
+    assert google.app.test_client().get(f"/verify-email/{link}").status_code == 200  # the scanner, no cookies
     response = google.exchange(google.id_token("owner@example.com"))
-    assert response.status_code == 200
-    assert _claims(response.json["access_token"])["sub"] == user["id"]
-    assert google.user("owner@example.com").password_hash is not None  # a verified account keeps its password
+    assert response.status_code == 409 and response.json["error"]["code"] == "email_taken"
+    assert google.identities() == []
+    assert google.client.get("/api/v1/users/me", headers=_bearer(squatter.json)).json["id"] == user["id"]
+
+
+def test_a_verified_account_without_a_password_links(google):
+    user = _register(google, "owner@example.com")
     with google.app.app_context():
-        events = db.session.scalars(select(AuditEvent.event)).all()
-    assert "google_linked" in events
+        db.session.get(User, uuid.UUID(user["id"])).password_hash = None
+        db.session.commit()
+    response = google.exchange(google.id_token("owner@example.com"))
+    assert response.status_code == 200 and _claims(response.json["access_token"])["sub"] == user["id"]
+    with google.app.app_context():
+        assert "google_linked" in db.session.scalars(select(AuditEvent.event)).all()
 
 
 def test_unverified_provider_email_never_links_to_an_existing_account(google):
@@ -298,10 +312,11 @@ def test_google_is_no_authority_for_an_address_outside_its_own_domains(as_google
     assert as_google.identities() == [] and as_google.user("owner@example.com").password_hash is not None
 
 
-def test_a_gmail_address_still_links(as_google):
-    user = _register(as_google, "owner@gmail.com")
+def test_a_gmail_address_reclaims_an_unconfirmed_account(as_google):
+    user = _register(as_google, "owner@gmail.com", verify=False)
     response = as_google.exchange(as_google.id_token("owner@gmail.com"))
     assert response.status_code == 200 and _claims(response.json["access_token"])["sub"] == user["id"]
+    assert as_google.user("owner@gmail.com").password_hash is None
 
 
 @pytest.mark.parametrize("verified_account", [True, False])
@@ -311,7 +326,9 @@ def test_a_disabled_account_is_neither_linked_nor_reclaimed(google, verified_acc
         db.session.scalars(select(User).where(User.email == "off@example.com")).one().is_active = False
         db.session.commit()
     response = google.exchange(google.id_token("off@example.com"))
-    assert response.status_code == 403 and response.json["error"]["code"] == "account_disabled"
+    # A confirmed account with a password is not linked by email at all; an unconfirmed one is not reclaimed.
+    code = "email_taken" if verified_account else "account_disabled"
+    assert response.status_code in (403, 409) and response.json["error"]["code"] == code
     assert google.identities() == [] and google.user("off@example.com").password_hash is not None
 
 
@@ -493,6 +510,9 @@ def test_a_second_google_account_matching_by_email_is_told_to_unlink_first(googl
     pair = google.client.post("/api/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}).json
     assert google.client.post("/api/v1/users/me/identities/google", headers=_bearer(pair),
                               json={"id_token": google.id_token("first@gmail.example")}).status_code == 201
+    with google.app.app_context():  # Google is now its only way in (with a password, the answer is "sign in")
+        db.session.scalars(select(User).where(User.email == "owner@example.com")).one().password_hash = None
+        db.session.commit()
     response = google.exchange(google.id_token("owner@example.com", sub="another-google-account"))
     assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
     assert "unlink it first" in response.json["error"]["message"]

@@ -139,6 +139,8 @@ def deactivate(user: User, password: str) -> None:
     user.is_active = False
     user.updated_at = utcnow()
     revoke_user_sessions(user.id, "account_deactivated")
+    # As an admin's deactivation does: enabling the account again must not bring mailed links back to life.
+    onetime.invalidate(user.id, onetime.PASSWORD_RESET, onetime.EMAIL_CHANGE)
     signals.user_deactivated.send(_app(), user=user)
 
 

@@ -3,8 +3,11 @@ used to take over an account.
 
 - A known (provider, subject) signs in to the account it is linked to, whatever its email says today.
 - An unknown subject whose email matches an account links to it only when the provider vouches for the email
-  (`email_verified`); otherwise the owner must sign in with the password and link from /account. Without this
-  rule anyone could create a provider account with someone else's address and walk into their account.
+  (`email_verified`, from the authority for that address) and the account has no password; otherwise the owner
+  signs in with the password (or resets it) and links from /account. Without the first rule anyone could create
+  a provider account with someone else's address and walk into their account; without the second, whoever
+  pre-registered the address keeps a password into the owner's account once anything (a mail scanner) follows
+  the verification link.
 - If that matching account never confirmed its own address, its password is dropped and its sessions end when
   the provider's verified sign-in links it: whoever set that password never proved they own the address
   (the "pre-registration" takeover). The owner sets a password again through the reset flow.
@@ -59,15 +62,25 @@ def sign_in(provider: str, claims: dict) -> User:
                 verification.send_verification(user)  # the provider did not vouch for it: we ask ourselves
             signals.user_registered.send(_app(), user=user, provider=provider)
         elif not claims["email_authoritative"]:  # see google.GOOGLE_MAIL_DOMAINS
-            raise APIError(409, "email_taken", "An account with this email address exists. Sign in with your "
-                           "password, then link your Google account from your account page.")
+            raise _sign_in_and_link()
         elif not user.email_verified:
             _reclaim(user)
+        elif user.password_hash is not None:
+            # A confirmed address does not make the password its owner's: whoever pre-registered the address
+            # chose it, and a mail scanner opening the verification link (one click, by contract) confirms it
+            # for them. Linking here would leave them a password into the owner's account; signing in with the
+            # password first, or resetting it (which ends every session), shows whose it is.
+            raise _sign_in_and_link()
         _add(user, provider, claims)
     # Kept on refusal: a new account made by this sign-in, and its verification mail, must survive it.
     check_may_sign_in(user, keep_changes=True)
     signals.login_succeeded.send(_app(), user=user, provider=provider)
     return user
+
+
+def _sign_in_and_link() -> APIError:
+    return APIError(409, "email_taken", "An account with this email address exists. Sign in with your password "
+                    "(or reset it), then link your Google account from your account page.")
 
 
 def _reclaim(user: User) -> None:

@@ -132,6 +132,9 @@ def deliver_one() -> bool | None:
     done = db.session.get(OutboxMessage, row_id, populate_existing=True)
     done.sent_at = utcnow()
     done.attempts += 1
+    # Delivered: the bodies held the link's token in plain text (one_time_tokens keeps only its hash), and a
+    # read of the database (a backup, a replica) must not open accounts. The row stays, for metrics and cleanup.
+    done.text_body = done.html_body = ""
     db.session.commit()
     return True
 

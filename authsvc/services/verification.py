@@ -46,6 +46,9 @@ def request_email_change(user: User, new_email: str) -> None:
         return
     check_email_free(new_email)
     _check_change_quota(user)
+    # One pending change at a time: a newer request voids the older links (one a stolen session asked for, say),
+    # so the owner's own change, asked for after the notice, leaves no other behind.
+    onetime.invalidate(user.id, onetime.EMAIL_CHANGE)
     token = onetime.issue(onetime.EMAIL_CHANGE, _lifetime(), new_email, user.id, {"new_email": new_email})
     mail.confirm_email_change(new_email, token)
     mail.email_change_notice(user.email, new_email)
@@ -89,8 +92,8 @@ def verify(token: str, purposes: tuple[str, ...] = (onetime.VERIFY_EMAIL, onetim
         check_email_free(new_email, user)
         old_email, user.email = user.email, new_email
         email_taken_if_conflict()  # an account registered meanwhile takes it first
-        # A reset link mailed to the old address must not outlive it.
-        onetime.invalidate(user.id, onetime.PASSWORD_RESET)
+        # A reset link mailed to the old address must not outlive it, nor another pending change of address.
+        onetime.invalidate(user.id, onetime.PASSWORD_RESET, onetime.EMAIL_CHANGE)
         signals.email_changed.send(app, user=user, old_email=old_email)
     elif row.email.lower() != user.email.lower():
         raise onetime.invalid_token()  # the account's address changed since this link was sent
