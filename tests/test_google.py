@@ -457,7 +457,9 @@ def _browser_sign_in(google, email="user@example.com"):
     token = page.get_data(as_text=True).split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
     response = google.client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)
-    return token
+    # Signing in renews the form CSRF token: the signed-in pages carry the new one.
+    account = google.client.get("/account").get_data(as_text=True)
+    return account.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
 
 
 def test_link_and_unlink_from_the_account_page(google):

@@ -279,3 +279,30 @@ def test_reset_page_shares_the_per_inbox_quota(client):
     assert post_form(client, "/password-reset", {"email": "victim@example.com"}).status_code == 429
     api = client.post("/api/v1/auth/password-reset/request", json={"email": "victim@example.com"})
     assert api.status_code == 429
+
+
+def test_signing_in_replaces_the_browsers_session(auth, client):
+    """When the access cookie had lapsed, loading the page rotated the old session's pair, which was then set
+    after the new one: the browser stayed in the old account. The old session and CSRF token must not carry over."""
+    auth.register()
+    auth.register("b@example.com")
+    sign_in_page(client)
+    old_refresh = client.get_cookie("refresh_token").value
+    token = csrf_of(client.get("/account"))
+    client.delete_cookie("access_token_cookie")  # the access token lapsed: loading the page rotates the refresh one
+    response = client.post("/login", data={"csrf_token": token, "email": "b@example.com", "password": PASSWORD})
+    assert response.status_code == 302
+    assert client.get("/api/v1/users/me").json["email"] == "b@example.com"
+    assert auth.refresh(old_refresh).status_code == 401  # the previous session ended
+    stale = client.post("/account/resend-verification", data={"csrf_token": token})
+    assert stale.status_code == 400  # the CSRF token from before the sign-in is spent
+
+
+def test_signing_up_while_signed_in_signs_the_new_account_in(auth, client):
+    auth.register()
+    sign_in_page(client)
+    token = csrf_of(client.get("/signup"))
+    client.delete_cookie("access_token_cookie")
+    response = client.post("/signup", data={"csrf_token": token, "email": "new@example.com", "password": PASSWORD})
+    assert response.status_code == 302
+    assert client.get("/api/v1/users/me").json["email"] == "new@example.com"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlsplit
 
-from flask import current_app, g, redirect, request, url_for
+from flask import current_app, g, redirect, request, session, url_for
 from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
 from ...database import begin_writing
@@ -25,11 +25,25 @@ def set_session_cookies(response, pair: dict) -> None:
 
 
 def start_browser_session(user, target: str | None):
-    """Start a session for `user`, commit, and send the browser on (to a safe `target`) with its cookies."""
+    """Start a session for `user`, commit, and send the browser on (to a safe `target`) with its cookies.
+
+    A browser that was signed in already (a sign-in form opened before, a signup, a Google sign-in) leaves its
+    previous session: that one ends, its rotated pair is not written after the new one, and the form CSRF token
+    is renewed (as Django's login() does with rotate_token), so nothing from before the sign-in carries over.
+    """
+    if g.get("user") is not None and g.get("session_id") is not None:
+        try:
+            sessions.revoke_session(sessions.session_of(g.user.id, str(g.session_id)), "logout")
+        except APIError:
+            pass  # already ended (a Google sign-in that reclaimed the account ends its sessions)
     pair = sessions.start_session(user, request.headers.get("User-Agent", ""), request.remote_addr or "")
     db.session.commit()
     response = redirect(safe_next(target))
     set_session_cookies(response, pair)
+    g.new_pair = None  # a pair of the previous session rotated while loading this request must not be set after
+    csrf_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    session.pop(csrf_key, None)
+    g.pop(csrf_key, None)
     return response
 
 
