@@ -104,6 +104,8 @@ class Settings(BaseModel):
     VERIFY_TOKEN_HOURS: float = Field(24, gt=0)
     SIGNUP_TOKEN_HOURS: float = Field(24, gt=0)
     RESET_TOKEN_MINUTES: float = Field(60, gt=0)
+    # A change of address (which the reset flow can turn into the whole account) asks for a sign-in this recent.
+    EMAIL_CHANGE_SIGNIN_MAX_AGE_MINUTES: float = Field(15, gt=0)
 
     GOOGLE_CLIENT_ID: str = ""
     GOOGLE_CLIENT_SECRET: str = ""

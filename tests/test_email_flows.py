@@ -389,3 +389,34 @@ def test_sent_mail_keeps_no_live_token_at_rest(app, auth, client, outbox):
         time.sleep(0.05)
     assert rows and all(r.sent_at is not None for r in rows)
     assert mailed not in stored
+
+
+@pytest.mark.parametrize("how", ["api", "page"])
+def test_a_change_of_address_needs_a_recent_sign_in(app, auth, client, outbox, how):
+    """A session outlives its sign-in by days; whoever moves the address can reset the password from there."""
+    from authsvc.models import Session
+
+    from .test_pages import post_form, sign_in_page
+
+    pair = auth.signed_in()
+    if how == "page":
+        sign_in_page(client)
+    with app.app_context():
+        for row in db.session.scalars(select(Session)):
+            row.created_at = utcnow() - timedelta(minutes=16)
+        db.session.commit()
+    outbox.clear()
+    if how == "api":
+        response = client.patch("/api/v1/users/me", json={"email": "thief@evil.example"}, headers=auth.bearer(pair))
+        assert response.status_code == 403 and response.json["error"]["code"] == "reauthentication_required"
+    else:
+        response = post_form(client, "/account/profile", {"email": "thief@evil.example", "full_name": ""},
+                             page="/account")
+        assert response.status_code == 400 and "Sign in again" in response.text
+    renamed = client.patch("/api/v1/users/me", json={"full_name": "Renamed"}, headers=auth.bearer(pair))
+    assert renamed.status_code == 200  # the name alone needs no fresh sign-in
+    fresh = auth.login().json
+    moved = client.patch("/api/v1/users/me", json={"email": "moved@example.com"}, headers=auth.bearer(fresh))
+    assert moved.status_code == 200
+    _mail_to(outbox, "moved@example.com", "Confirm")
+    assert not [m for m in outbox.messages if m["To"] == "thief@evil.example"]

@@ -26,14 +26,14 @@ def me():
 
 
 @bp.patch("/users/me")
-@document(auth=USER, body=ProfileIn, responses={200: "User"}, errors={409: "email_taken"})
+@document(auth=USER, body=ProfileIn, responses={200: "User"}, errors={403: "reauthentication_required", 409: "email_taken"})
 @limit("RATELIMIT_PROFILE_WRITE")
 @limit_mail_per_address(address=new_address)  # a change of address mails the new one its link
 @user_required
 def update_me():
     """Change the caller's profile → User."""
     body = parse(ProfileIn)
-    accounts.update_profile(g.user, body.full_name, body.email)
+    accounts.update_profile(g.user, body.full_name, body.email, g.session_id)
     db.session.commit()
     return jsonify(g.user.to_dict())
 

@@ -38,7 +38,7 @@ def update_profile():
     form = ProfileForm()
     if form.validate_on_submit():
         try:
-            accounts.update_profile(g.user, (form.full_name.data or "").strip(), form.email.data)
+            accounts.update_profile(g.user, (form.full_name.data or "").strip(), form.email.data, g.session_id)
         except APIError as exc:
             db.session.rollback()
             form_errors(form, exc, default_field="email")
