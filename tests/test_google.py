@@ -429,6 +429,22 @@ def test_another_browsers_callback_is_refused(google):
     assert google.user("attacker@example.com") is None
 
 
+def test_an_attempt_older_than_its_lifetime_is_refused(google):
+    """Authlib records an expiry for its state but never checks it: the flow's own age decides."""
+    from authsvc.blueprints.google import FLOW_SECONDS
+
+    start = google.client.get("/auth/google/login")
+    with google.client.session_transaction() as cookie:
+        flows = cookie["google_flows"]
+        for flow in flows.values():
+            flow["at"] -= FLOW_SECONDS + 1
+        cookie["google_flows"] = flows
+    callback = google.provider.authorize(start.headers["Location"], "late@example.com")
+    response = google.client.get(callback[len(google.base):])
+    assert response.status_code == 400 and "Try again" in response.get_data(as_text=True)
+    assert google.user("late@example.com") is None
+
+
 def test_state_mismatch_is_a_clear_page(google):
     response = google.client.get("/auth/google/callback?code=abc&state=forged")
     assert response.status_code == 400 and "Try again" in response.get_data(as_text=True)

@@ -4,6 +4,8 @@ Also starts linking a Google account from /account. Every failure is a page with
 """
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, session, url_for
 
 from ..database import begin_writing
@@ -17,6 +19,9 @@ from .pages.browser import finish_page, load_browser_user, safe_next, start_brow
 bp = Blueprint("google", __name__)
 FLOWS = "google_flows"  # per-state intent and destination, beside Authlib's own state data in the session
 MAX_FLOWS = 3
+# An attempt's state (and Authlib's nonce and PKCE verifier for it) is good for this long: Authlib records an
+# expiry but never checks it, and a state would otherwise work for as long as the browser's session cookie lives.
+FLOW_SECONDS = 900
 
 
 @bp.app_context_processor
@@ -47,7 +52,7 @@ def _start(intent: str, target: str | None):
     except APIError as exc:
         return _failed(exc)
     flows = dict(session.get(FLOWS, {}))
-    flows[state] = {"intent": intent, "next": safe_next(target),
+    flows[state] = {"intent": intent, "next": safe_next(target), "at": int(time.time()),
                     "user_id": str(g.user.id) if g.user is not None else None}
     # A few tabs at once; the oldest attempt is dropped, with Authlib's own entry for it (its url, nonce and PKCE
     # verifier): Authlib drops them only on a callback, and past 4 KB the browser ignores the whole cookie.
@@ -81,7 +86,8 @@ def callback():
     flow = flows.pop(request.args.get("state", ""), None)
     session[FLOWS] = flows
     try:
-        if flow is None:  # never guess the intent: a dropped link attempt must not turn into a sign-in
+        if flow is None or time.time() - flow.get("at", 0) > FLOW_SECONDS:
+            # Never guess the intent (a dropped link attempt must not turn into a sign-in), nor take an old one.
             raise APIError(400, "bad_request", "This sign-in attempt expired or did not start here. Try again.")
         claims = google.finish_authorization()
         # The code exchange with Google is over: only now take SQLite's write lock (a GET began without it), so no
