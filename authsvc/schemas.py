@@ -208,6 +208,9 @@ class AuditQuery(BaseModel):
 class GoogleIdTokenIn(Payload):
     # A compact JWS is three base64url parts; Google's ID tokens are about 1 KB. 8 KB bounds anything sane.
     id_token: Annotated[str, Field(min_length=1, max_length=8192), AfterValidator(storable_text)]
+    # The nonce the client asked Google to put in the token: when sent, the token must carry exactly it, so a
+    # token lifted from another sign-in (or replayed) is refused. Optional, as the contract names only id_token.
+    nonce: Annotated[str, Field(min_length=1, max_length=512), AfterValidator(storable_text)] | None = None
 
 
 # The OAuth2 form endpoints and forward-auth read their parameters by hand, to answer in RFC 6749 form (and,

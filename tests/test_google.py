@@ -332,6 +332,21 @@ def test_a_disabled_account_is_neither_linked_nor_reclaimed(google, verified_acc
     assert google.identities() == [] and google.user("off@example.com").password_hash is not None
 
 
+@pytest.mark.parametrize("token_nonce, sent, status", [
+    ("n-0123456789", "n-0123456789", 200),
+    ("n-0123456789", "another-nonce", 401),  # a token from another sign-in, or replayed
+    (None, "n-0123456789", 401),  # the client asked for a nonce the token does not carry
+    ("n-0123456789", None, 200),  # no nonce sent: the contract's plain exchange
+])
+def test_an_id_token_carries_the_nonce_the_client_sends(google, token_nonce, sent, status):
+    token = google.id_token("nonce@example.com", nonce=token_nonce)
+    body = {"id_token": token, **({"nonce": sent} if sent else {})}
+    response = google.client.post("/api/v1/auth/google", json=body)
+    assert response.status_code == status
+    if status == 401:
+        assert response.json["error"]["code"] == "invalid_credentials"
+
+
 def test_routes_404_and_no_button_when_not_configured(client):
     assert client.post("/api/v1/auth/google", json={"id_token": "x"}).json["error"]["code"] == "not_found"
     assert client.get("/auth/google/login").status_code == 404

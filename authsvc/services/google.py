@@ -148,8 +148,9 @@ def finish_authorization() -> dict:
     return _identity(dict(token["userinfo"]))
 
 
-def verify_id_token(id_token: str) -> dict:
-    """Verify an ID token a client obtained from the provider for our client id; the identity's claims."""
+def verify_id_token(id_token: str, nonce: str | None = None) -> dict:
+    """Verify an ID token a client obtained from the provider for our client id (carrying `nonce`, when given);
+    the identity's claims."""
     import requests
     from authlib.oidc.core import CodeIDToken
     from joserfc.errors import JoseError
@@ -159,7 +160,7 @@ def verify_id_token(id_token: str) -> dict:
     try:
         payload = _decode(client, id_token)
         claims = CodeIDToken(payload.claims, payload.header, _claims_options(client),
-                             {"client_id": client.client_id, "nonce": None})
+                             {"client_id": client.client_id, "nonce": nonce})
         claims.validate(leeway=_leeway())
     except (requests.RequestException, KeyError):
         raise _unavailable() from None

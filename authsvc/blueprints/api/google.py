@@ -20,7 +20,8 @@ from . import bp, client_meta
 def google_sign_in():
     """Trade a Google ID token issued for our client id → token pair."""
     google.require_enabled()
-    claims = google.verify_id_token(parse(GoogleIdTokenIn).id_token)
+    body = parse(GoogleIdTokenIn)
+    claims = google.verify_id_token(body.id_token, body.nonce)
     user = identities.sign_in(google.PROVIDER, claims)
     pair = sessions.start_session(user, *client_meta())
     db.session.commit()
