@@ -2,14 +2,28 @@
 from __future__ import annotations
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested too deeply for the parser (RecursionError) reported as malformed JSON
+    (a ValueError, which `get_json` turns into 400 or, with silent=True, None) instead of a 500."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON document is nested too deeply") from None
+
+
 class App(Flask):
     """Flask, remembering `ensure_sync`'s answer per function: Flask asks it for every hook of every request (nine
     per API call), and each answer costs an `inspect` call."""
+
+    json_provider_class = JSONProvider
 
     def ensure_sync(self, func):
         """`func` itself for a plain function; a wrapper for an `async def` one (Flask's rule, remembered)."""

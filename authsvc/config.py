@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ PROJECT_ROOT = _project_root()
 # A scope a service client may be granted (schemas.Scope, and INTROSPECTION_SCOPE below).
 SCOPE_PATTERN = r"^[A-Za-z0-9:._/-]{1,64}$"
 CommaList = list[str]  # given as one comma-separated string
+ORIGIN_PATTERN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
 
 
 class ConfigError(Exception):
@@ -159,6 +161,32 @@ class Settings(BaseModel):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("RATELIMIT_DEFAULT", "RATELIMIT_LOGIN", "RATELIMIT_REGISTER", "RATELIMIT_TOKEN",
+                     "RATELIMIT_REFRESH", "RATELIMIT_PROFILE_READ", "RATELIMIT_PROFILE_WRITE",
+                     "RATELIMIT_PASSWORD_CHANGE", "RATELIMIT_MAIL_PER_ADDRESS", "RATELIMIT_MAIL_REQUEST")
+    @classmethod
+    def _rate_limit(cls, value):
+        # Flask-Limiter only parses a limit when a request meets it, and then logs and skips one it cannot read:
+        # a typo would switch that limit off without a word at start.
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit (for example 5/minute or 10 per hour)") from None
+        return value
+
+    @field_validator("CORS_ORIGINS")
+    @classmethod
+    def _exact_origins(cls, value):
+        # Flask-CORS reads an entry holding regex characters as a regular expression matched at the start of the
+        # Origin (`https://*.example.com` also allows `https://xexample.com.attacker.net`), and an origin never
+        # has a path: only exact origins, or `*` alone (without credentials, as the API is served).
+        for origin in value:
+            if origin != "*" and not ORIGIN_PATTERN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], nothing after it)")
+        return value
+
     @field_validator("TIERS")
     @classmethod
     def _tiers_not_empty(cls, value):
@@ -168,6 +196,8 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.PASSWORD_MIN_LENGTH > self.PASSWORD_MAX_LENGTH:
+            raise ValueError("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH")
         if self.MAIL_USE_TLS and self.MAIL_USE_SSL:
             raise ValueError("MAIL_USE_TLS and MAIL_USE_SSL exclude each other")
         if self.JWT_PRIVATE_KEY_FILE is not None and not os.access(self.JWT_PRIVATE_KEY_FILE, os.R_OK):

@@ -82,3 +82,14 @@ def test_the_login_page_shows_the_block(auth, client):
     sign_in_page(client, password=WRONG)
     response = sign_in_page(client)
     assert response.status_code == 429 and response.mimetype == "text/html"
+
+
+@pytest.mark.parametrize("method, path, field", [("delete", "/api/v1/users/me", "password"),
+                                                 ("post", "/api/v1/users/me/password", "current_password")])
+def test_a_password_recheck_is_throttled_like_a_sign_in(auth, client, method, path, field):
+    """A stolen session must not be a way to guess the password (and so keep the account) outside the throttle."""
+    headers = auth.bearer(auth.signed_in())
+    body = {field: WRONG, **({"new_password": "another fine passphrase"} if field == "current_password" else {})}
+    codes = [getattr(client, method)(path, json=body, headers=headers).status_code for _ in range(7)]
+    assert codes[:5] == [401] * 5 and codes[-1] == 429
+    assert _login(client, PASSWORD, {}).status_code == 429  # the same count as the sign-in's, from this source

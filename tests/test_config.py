@@ -45,6 +45,17 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"TIERS": ""},
     {"INTROSPECTION_SCOPE": "two scopes"},
     {"IPV6_SOURCE_PREFIX": "129"},
+    # Flask-Limiter reads a limit only when a request meets it, and skips one it cannot read: a typo was no limit.
+    {"RATELIMIT_LOGIN": "5 per minut"},
+    {"RATELIMIT_LOGIN": "5/minute;"},
+    {"RATELIMIT_DEFAULT": "banana"},
+    {"RATELIMIT_MAIL_PER_ADDRESS": ""},
+    # Flask-CORS reads regex characters as a pattern matched at the start: *.example.com allowed xexample.com.evil.
+    {"CORS_ORIGINS": "https://*.example.com"},
+    {"CORS_ORIGINS": "https://app.example.com/"},
+    {"CORS_ORIGINS": "app.example.com"},
+    {"CORS_ORIGINS": "null"},
+    {"PASSWORD_MIN_LENGTH": "300", "PASSWORD_MAX_LENGTH": "256"},
     {"IPV6_SOURCE_PREFIX": "16"},
     {"MAIL_USE_TLS": "true", "MAIL_USE_SSL": "true"},
 ])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, request
 from sqlalchemy import select
 
 from .. import signals
@@ -95,9 +95,16 @@ def check_may_sign_in(user: User, keep_changes: bool = False) -> None:
 
 
 def _check_current_password(user: User, password: str) -> None:
+    # A password check like a sign-in's, so it gets the sign-in's brute-force throttle per (account, source): a
+    # stolen session must not be a way to guess the password (and so keep the account) outside it.
+    source_ip = request.remote_addr or ""
+    failed_before = throttle.check(user.email, source_ip)
     ok, _ = passwords.hasher().verify(user.password_hash, password)
     if not ok:
-        raise APIError(401, "invalid_credentials", "The password is incorrect.")
+        throttle.failed(user.email, source_ip)
+        raise APIError(401, "invalid_credentials", "The password is incorrect.", persist=True)
+    if failed_before:
+        throttle.succeeded(user.email, source_ip)
 
 
 def update_profile(user: User, full_name: str | None, email: str | None = None,

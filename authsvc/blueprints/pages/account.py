@@ -91,7 +91,7 @@ def change_password():
         try:
             accounts.change_password(g.user, form.current_password.data, form.new_password.data, g.session_id)
         except APIError as exc:
-            db.session.rollback()
+            db.session.commit() if exc.persist else db.session.rollback()  # a failed check is counted
             form_errors(form, exc, default_field="current_password")
         else:
             db.session.commit()
