@@ -74,3 +74,34 @@ def test_hasher_round_trip():
     assert hasher.verify(stored, "some passphrase") == (True, None)
     assert hasher.verify(stored, "other passphrase") == (False, None)
     assert hasher.verify(None, "anything") == (False, None)
+
+
+ACCENTED = "crème brûlée façade"  # composed (NFC) here; NFD spells each accent as a combining mark
+
+
+@pytest.mark.parametrize("registered, typed", [("NFC", "NFD"), ("NFD", "NFC")])
+def test_a_password_typed_in_another_unicode_form_signs_in(auth, registered, typed):
+    import unicodedata
+
+    assert auth.register("u@example.com", unicodedata.normalize(registered, ACCENTED)).status_code == 201
+    assert auth.login("u@example.com", unicodedata.normalize(typed, ACCENTED)).status_code == 200
+    assert auth.login("u@example.com", "crème brûlée facade").status_code == 401
+
+
+def test_a_hash_of_the_text_as_typed_still_verifies_and_is_upgraded(app, auth):
+    """Hashes made before passwords were normalised (or imported) hold the raw text."""
+    import unicodedata
+
+    raw = unicodedata.normalize("NFD", ACCENTED)
+    auth.register()
+    _set_hash(app, PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(raw))
+    assert auth.login(password=raw).status_code == 200
+    upgraded = _stored(app)
+    assert PasswordHasher().verify(upgraded, unicodedata.normalize("NFKC", raw))
+    assert auth.login(password=unicodedata.normalize("NFC", ACCENTED)).status_code == 200
+
+
+def test_a_full_width_common_password_is_still_common(auth):
+    response = auth.register("v@example.com", "ｐａｓｓｗｏｒｄ１２３")
+    assert response.status_code == 422
+    assert response.json["error"]["fields"]["password"] == ["is one of the most common passwords"]

@@ -149,7 +149,7 @@ def set_password(user: User, new_password: str, keep_session: uuid.UUID | None, 
 def change_password(user: User, current_password: str, new_password: str, session_id: uuid.UUID) -> None:
     """Change a signed-in user's password after checking the current one; other sessions end."""
     _check_current_password(user, current_password)
-    if new_password == current_password:
+    if passwords.normalized(new_password) == passwords.normalized(current_password):
         raise validation_error({"new_password": ["must differ from the current password"]})
     set_password(user, new_password, keep_session=session_id, reason="password_changed")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 
@@ -17,6 +18,12 @@ from ..errors import validation_error
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 log = logging.getLogger(__name__)
+
+
+def normalized(password: str) -> str:
+    """The password as hashed and judged: Unicode NFKC (NIST SP 800-63B 5.1.1.2), so the same characters typed
+    on another keyboard or platform (composed or combining accents, full-width letters) are the same password."""
+    return password if password.isascii() else unicodedata.normalize("NFKC", password)
 
 
 class Hasher:
@@ -36,7 +43,8 @@ class Hasher:
         self.dummy_hash = self.hash(secrets.token_urlsafe(16))
 
     def hash(self, password: str) -> str:
-        """Hash a new password with Argon2id."""
+        """Hash a new password (normalised) with Argon2id."""
+        password = normalized(password)
         if self.pool:
             try:
                 return hashpool.hash_password(self.pool, password)
@@ -63,6 +71,16 @@ class Hasher:
 
     def verify(self, stored: str | None, password: str) -> tuple[bool, str | None]:
         """Check `password` against `stored`; return (matches, replacement hash if the stored one is outdated)."""
+        form = normalized(password)
+        ok, replacement = self._verify_one(stored, form)
+        if not ok and form != password:
+            # A hash made before passwords were normalised (or by a service we replace) holds the text as typed.
+            # Unknown accounts take this second check too, against the dummy hash: the work is the same.
+            ok, _ = self._verify_one(stored, password)
+            replacement = self.hash(form) if ok else None
+        return ok, replacement
+
+    def _verify_one(self, stored: str | None, password: str) -> tuple[bool, str | None]:
         if stored and stored.startswith(BCRYPT_PREFIXES):
             return self._verify_bcrypt(stored, password)
         if not self._argon2_matches(stored or self.dummy_hash, password) or stored is None:
@@ -106,6 +124,7 @@ def policy_problems(password: str, email: str | None) -> list[str]:
     """What is wrong with `password` as a new password for the account `email` (empty when it is fine)."""
     cfg = current_app.config
     problems = []
+    password = normalized(password)
     if len(password) < cfg["PASSWORD_MIN_LENGTH"]:
         problems.append(f"must be at least {cfg['PASSWORD_MIN_LENGTH']} characters")
     if len(password) > cfg["PASSWORD_MAX_LENGTH"]:
