@@ -347,6 +347,23 @@ def test_an_id_token_carries_the_nonce_the_client_sends(google, token_nonce, sen
         assert response.json["error"]["code"] == "invalid_credentials"
 
 
+def test_the_providers_keys_are_fetched_again_once_they_are_old(google, monkeypatch):
+    """Authlib keeps the key set for the process's life: a key the provider withdraws must stop being trusted."""
+    import time as clock
+
+    from authsvc.services import google as service
+
+    assert google.exchange(google.id_token("keys@example.com")).status_code == 200
+    cached = google.app.extensions[service.EXTENSION].server_metadata
+    cached["jwks"] = {**cached["jwks"], "as_fetched_before": True}
+    assert google.exchange(google.id_token("keys@example.com")).status_code == 200
+    assert cached["jwks"].get("as_fetched_before")  # still the cached set: nothing fetched for nothing
+    later = clock.monotonic() + service.JWKS_MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(service, "monotonic", lambda: later)
+    assert google.exchange(google.id_token("keys@example.com")).status_code == 200
+    assert "as_fetched_before" not in cached["jwks"]
+
+
 def test_routes_404_and_no_button_when_not_configured(client):
     assert client.post("/api/v1/auth/google", json={"id_token": "x"}).json["error"]["code"] == "not_found"
     assert client.get("/auth/google/login").status_code == 404

@@ -11,6 +11,8 @@ them (about 10 MB per worker).
 """
 from __future__ import annotations
 
+from time import monotonic
+
 from flask import Flask, current_app, redirect
 
 from ..errors import APIError
@@ -28,6 +30,11 @@ GOOGLE_MAIL_DOMAINS = {"gmail.com", "googlemail.com"}
 # The discovery document's fields we use; without them the provider is as good as unreachable.
 METADATA_FIELDS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 EXTENSION = "authsvc.google"
+# Authlib keeps the key set for the life of the process, and fetches it again only for a kid it does not know: a
+# key the provider withdraws (Google rotates its keys and asks clients to follow its Cache-Control) would stay
+# trusted until a restart. Refetched at least this often.
+JWKS_MAX_AGE_SECONDS = 3600
+JWKS_FETCHED = EXTENSION + ".jwks_fetched"
 
 
 def init_app(app: Flask) -> None:
@@ -80,9 +87,13 @@ def _metadata(client) -> dict:
 
 
 def _jwks(client, force: bool = False) -> dict:
-    """The provider's key set (Authlib caches it), checked to be one; 503 `unavailable` otherwise."""
+    """The provider's key set (Authlib caches it; fetched again once JWKS_MAX_AGE_SECONDS old), checked to be
+    one; 503 `unavailable` otherwise."""
     import requests
 
+    fetched = current_app.extensions.setdefault(JWKS_FETCHED, {"at": None})
+    if fetched["at"] is None or monotonic() - fetched["at"] > JWKS_MAX_AGE_SECONDS:
+        force = True
     try:
         keys = client.fetch_jwk_set(force=force)
     except (requests.RequestException, ValueError, TypeError, RuntimeError):
@@ -90,6 +101,8 @@ def _jwks(client, force: bool = False) -> dict:
     if not isinstance(keys, dict) or not isinstance(keys.get("keys"), list):
         client.server_metadata.pop("jwks", None)  # where Authlib keeps the key set it fetched
         raise _unavailable()
+    if force:
+        fetched["at"] = monotonic()
     return keys
 
 
