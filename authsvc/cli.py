@@ -65,9 +65,15 @@ def create_admin(email: str, password_stdin: bool):
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
     user = users.find_by_email(email)
     if user is not None:
+        # Open registration lets anyone take an address before the operator does: promoting an account whose
+        # address was never proven would hand the admin role (and its password) to whoever registered it.
+        if not user.email_verified:
+            raise click.ClickException(
+                f"{email} has an account whose address is not verified, so it may not be the operator's: verify "
+                "it (or delete that account), then run create-admin again")
         accounts.grant_admin(user)
         db.session.commit()
-        click.echo(f"{email} already had an account; it now has the admin role.")
+        click.echo(f"{email} already had an account; it now has the admin role (its password is unchanged).")
         return
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -91,6 +97,10 @@ def keys_group():
 def rotate_keys():
     """Publish a new signing key now; it signs once every instance has loaded it (one key cache period later).
     Retired keys stay published until their tokens expire."""
+    if current_app.config.get("JWT_PRIVATE_KEY_FILE"):
+        # The file's key signs whatever the database holds: a new database key would never sign.
+        raise click.ClickException("JWT_PRIVATE_KEY_FILE is set and its key signs every token: rotate by "
+                                   "replacing that file (and restarting), not with `keys rotate`")
     key = keys.rotate()
     db.session.commit()
     click.echo(f"New signing key {key.kid} ({current_app.config['JWT_ALGORITHM']}): published now, signing "

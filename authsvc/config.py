@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -240,9 +241,25 @@ def _instance_secret(instance: Path) -> str:
     """Read the development secret from the instance folder, generating it on first start."""
     path = instance / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        # Written whole into a private file of our own, then linked into place: the link fails if another
+        # process got there first (two processes starting at once then share its secret), and nobody ever sees
+        # the file empty, half-written, or readable by other users.
+        fd, partial = tempfile.mkstemp(dir=instance, prefix=".secret_key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(partial, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(partial)
+    secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise ConfigError(f"{path} holds no usable secret (under 32 characters): delete it, or set SECRET_KEY")
+    return secret
 
 
 def load(overrides: dict | None = None) -> dict:
@@ -264,7 +281,7 @@ def load(overrides: dict | None = None) -> dict:
 
     instance = settings.INSTANCE_PATH.resolve()
     try:
-        instance.mkdir(parents=True, exist_ok=True)
+        instance.mkdir(mode=0o700, parents=True, exist_ok=True)  # SQLite file, dev outbox: ours only
     except OSError as exc:
         raise ConfigError(f"INSTANCE_PATH {instance} cannot be created: {exc.strerror}") from None
     secret = settings.SECRET_KEY or _instance_secret(instance)

@@ -2,6 +2,7 @@
 from alembic import context
 from flask import current_app
 
+MIGRATION_LOCK_KEY = 0x61757468_6D6967  # "authmig": any constant no other advisory lock of ours uses
 migrate_ext = current_app.extensions["migrate"]
 config = context.config
 config.set_main_option(
@@ -32,6 +33,10 @@ def run_online() -> None:
         context.configure(connection=connection, target_metadata=migrate_ext.db.metadata,
                           transactional_ddl=True, **args)
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Every replica runs `authsvc db upgrade` as it starts: one migrates while the others wait here,
+                # then find the schema at head (two at once failed creating the same table). Released at commit.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             context.run_migrations()
 
 

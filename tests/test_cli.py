@@ -1,6 +1,8 @@
 """The `authsvc` commands: create-admin, keys rotate, mail flush."""
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .conftest import PASSWORD
 
@@ -24,8 +26,14 @@ def test_create_admin_from_prompt(runner, auth):
     assert auth.login("root@example.com").status_code == 200
 
 
-def test_existing_user_becomes_admin_and_keeps_the_password(runner, auth, client):
+def test_existing_user_becomes_admin_and_keeps_the_password(app, runner, auth, client):
+    from authsvc.extensions import db
+    from authsvc.services import users
+
     auth.register()
+    with app.app_context():  # only an account whose address was proven may be promoted
+        users.find_by_email("user@example.com").email_verified = True
+        db.session.commit()
     result = runner.invoke(args=["create-admin", "user@example.com", "--password-stdin"], input="ignored 123456\n")
     assert result.exit_code == 0
     pair = auth.login().json
@@ -108,3 +116,42 @@ def test_retired_key_leaves_the_jwks_once_its_tokens_expired(app, runner, auth, 
         db.session.get(SigningKey, old_kid).retired_at -= timedelta(minutes=2)
         db.session.commit()
     assert old_kid not in [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
+
+
+def test_create_admin_does_not_promote_an_unverified_account(runner, auth, client):
+    """An attacker registers admin@corp.example (open sign-up, no verification needed) before the operator runs
+    `create-admin admin@corp.example`: the attacker's account, with the attacker's password, became admin, and
+    the password the operator typed was silently thrown away."""
+    squatter_password = "attacker knows this 1"
+    assert auth.register("admin@corp.example", squatter_password).status_code == 201
+    result = runner.invoke(args=["create-admin", "admin@corp.example", "--password-stdin"],
+                           input="operator chose this 9\n")
+    assert result.exit_code != 0, result.output
+    assert "not verified" in result.output
+    pair = auth.login("admin@corp.example", squatter_password).json
+    me = client.get("/api/v1/users/me", headers=auth.bearer(pair)).json
+    assert "admin" not in me["roles"]
+
+
+@pytest.fixture
+def key_file(tmp_path) -> str:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "jwt.pem"
+    path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(path)
+
+
+def test_keys_rotate_refuses_when_a_key_file_signs(database_url, tmp_path, key_file):
+    """After a suspected key leak the operator runs `keys rotate`, is told a new key signs within 32 s, and the
+    leaked file key goes on signing every token."""
+    from .conftest import dispose, make_app
+
+    application = make_app(database_url, tmp_path / "instance", JWT_PRIVATE_KEY_FILE=key_file,
+                           SIGNING_KEY_CACHE_SECONDS=0)
+    try:
+        result = application.test_cli_runner().invoke(args=["keys", "rotate"])
+        assert result.exit_code != 0
+        assert "JWT_PRIVATE_KEY_FILE" in result.output
+    finally:
+        dispose(application)

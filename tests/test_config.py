@@ -1,6 +1,8 @@
 """Settings: defaults, parsing, and failing fast with one clear line on a bad value."""
+import multiprocessing
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +140,35 @@ def test_env_example_names_every_setting_and_its_defaults_load(tmp_path):
     assert set(named) - set(Settings.model_fields) == set()
     uncommented = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", text, re.M))
     _load(tmp_path, **uncommented)  # the example itself is a valid configuration
+
+
+def _load_secret(folder_and_barrier):
+    folder, barrier = folder_and_barrier
+    barrier.wait()
+    return load({"INSTANCE_PATH": folder})["SECRET_KEY"]
+
+
+def test_processes_starting_at_once_share_one_generated_secret(tmp_path):
+    """gunicorn without preload, or `authsvc db upgrade` beside the server: each process generated and wrote its
+    own secret, and one could read the file between another's truncate and write, and run with SECRET_KEY ''."""
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(4):
+        folder = str(tmp_path / f"instance{attempt}")
+        with context.Manager() as manager:
+            barrier = manager.Barrier(6)
+            with context.Pool(6) as pool:
+                secrets = pool.map(_load_secret, [(folder, barrier)] * 6)
+        assert all(len(s) >= 32 for s in secrets), [len(s) for s in secrets]
+        assert len(set(secrets)) == 1
+
+
+def test_the_generated_secret_is_never_readable_by_others(tmp_path, monkeypatch):
+    """The file was written with the process umask (0644) and only then chmod-ed: another local user could read
+    the secret in between. Created 0600 from the start, it needs no chmod at all."""
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
+    old = os.umask(0o022)
+    try:
+        load({"INSTANCE_PATH": str(tmp_path / "instance")})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "instance" / "secret_key").stat().st_mode) == 0o600

@@ -1,6 +1,10 @@
 """Mailed links through a real SMTP server: verification, two-step signup, reset, email change, the outbox."""
+import logging
+import os
+import stat
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -420,3 +424,24 @@ def test_a_change_of_address_needs_a_recent_sign_in(app, auth, client, outbox, h
     assert moved.status_code == 200
     _mail_to(outbox, "moved@example.com", "Confirm")
     assert not [m for m in outbox.messages if m["To"] == "thief@evil.example"]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.settings(MAIL_SERVER="", AUTHSVC_ENV="production", MAIL_WORKER=False)
+def test_production_never_logs_mail_bodies(app, auth, client, caplog):
+    """docker-compose.yml leaves MAIL_SERVER empty by default: every reset link (a full account takeover) went
+    to the mail container's log and to a world-readable .eml file."""
+    from authsvc.services import outbox as mail_outbox
+
+    auth.register("victim@example.com")
+    old = os.umask(0o022)
+    try:
+        with caplog.at_level(logging.INFO, logger="authsvc.services.outbox"), app.app_context():
+            mail_outbox.flush()
+    finally:
+        os.umask(old)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/verify-email/" not in logged
+    folder = Path(app.config["INSTANCE_PATH"]) / "outbox"
+    for path in [folder, *folder.glob("*.eml")]:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

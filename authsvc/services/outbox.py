@@ -8,6 +8,7 @@ embedded default) the "server" is the log plus an .eml file under instance/outbo
 from __future__ import annotations
 
 import logging
+import os
 import smtplib
 import threading
 from datetime import datetime, timedelta
@@ -60,11 +61,17 @@ def _deliver(message: Message, eml_name: str) -> None:
             connection.send(message)
         return
     folder = Path(current_app.config["INSTANCE_PATH"]) / "outbox"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)  # the messages hold live links: the service's user only
     # Written aside, then renamed into place: whoever watches the folder never reads half a message.
     partial = folder / f"{eml_name}.part"
-    partial.write_bytes(message.as_bytes())
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        fh.write(message.as_bytes())
     partial.replace(folder / eml_name)
+    if current_app.config["ENV"] == "production":
+        # A production log is read by more people than the mailboxes: a reset link there opens the account.
+        log.warning("mail to %s: %s: not delivered (MAIL_SERVER is unset); kept in %s", ", ".join(message.recipients),
+                    message.subject, folder)
+        return
     # Development only (no MAIL_SERVER): the message, links included, goes to the log so it can be clicked.
     log.info("mail to %s: %s\n%s", ", ".join(message.recipients), message.subject, message.body,
              extra={"authsvc_dev_mail": True})
