@@ -38,6 +38,11 @@ def test_existing_user_becomes_admin_and_keeps_the_password(app, runner, auth, c
     assert result.exit_code == 0
     pair = auth.login().json
     assert _me(client, auth, pair).json["roles"] == ["admin"]
+    with app.app_context():  # the promotion is in the audit trail
+        from authsvc.models import AuditEvent
+
+        event = db.session.query(AuditEvent).filter_by(event="user_updated").one()
+        assert event.details == {"fields": ["roles"], "reason": "create_admin"}
 
 
 @pytest.mark.parametrize("email, password", [("not-an-email", PASSWORD), ("root@example.com", "short"),

@@ -167,7 +167,9 @@ def deactivate(user: User, password: str) -> None:
 
 
 def grant_admin(user: User) -> None:
-    """Stage the admin role for a user."""
+    """Stage the admin role for a user (the operator's `create-admin`), recorded in the audit trail."""
     admin = role(ADMIN_ROLE)
     if admin not in user.roles:
         user.roles.append(admin)
+        user.updated_at = utcnow()
+        signals.user_updated.send(_app(), user=user, fields=["roles"], reason="create_admin")
