@@ -90,7 +90,7 @@ def test_purge_keeps_recent_events(app, runner, auth, args, old_events):
         assert sorted(e.event for e in db.session.query(AuditEvent)) == ["login_failed", "user_registered"]
 
 
-@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-size", "x"], ["--days", "-1"]])
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-size", "x"], ["--days", "-1"], ["--days", "0"]])
 def test_purge_refuses_bad_options(app, runner, args):
     with app.app_context():
         db.session.add(AuditEvent(event="login_failed", created_at=utcnow() - timedelta(days=400), details={}))
