@@ -134,7 +134,8 @@ def audit_group():
 
 
 @audit_group.command("purge")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="Keep this many days, at least one (default: AUDIT_RETENTION_DAYS).")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Keep this many days, at least one (default: AUDIT_RETENTION_DAYS).")
 @click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True,
               help="Rows per transaction.")
 def audit_purge(days: int | None, batch_size: int):
