@@ -47,6 +47,10 @@ class Settings(BaseModel):
     INSTANCE_PATH: Path = PROJECT_ROOT / "instance"
     DATABASE_URL: str = ""
     SECRET_KEY: str = ""
+    # Earlier secret keys, still accepted while SECRET_KEY changes: they decrypt the signing keys stored under
+    # them, and (Flask's own setting of this name) verify session cookies signed with them. New data uses
+    # SECRET_KEY only.
+    SECRET_KEY_FALLBACKS: CommaList = []
     PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
 
     JWT_ALGORITHM: Literal["RS256", "EdDSA"] = "RS256"
@@ -155,7 +159,7 @@ class Settings(BaseModel):
     METRICS_ENABLED: bool = True
     METRICS_TOKEN: str = ""
 
-    @field_validator("CORS_ORIGINS", "ALLOWED_REDIRECT_ORIGINS", "TIERS", mode="before")
+    @field_validator("CORS_ORIGINS", "ALLOWED_REDIRECT_ORIGINS", "TIERS", "SECRET_KEY_FALLBACKS", mode="before")
     @classmethod
     def _split_commas(cls, value):
         if isinstance(value, str):
@@ -278,6 +282,8 @@ def load(overrides: dict | None = None) -> dict:
         raise ConfigError("SECRET_KEY must be set outside development")
     if production and len(settings.SECRET_KEY) < 32:
         raise ConfigError("SECRET_KEY must be at least 32 characters")
+    if production and any(len(old) < 32 for old in settings.SECRET_KEY_FALLBACKS):
+        raise ConfigError("SECRET_KEY_FALLBACKS: each must be at least 32 characters")
 
     instance = settings.INSTANCE_PATH.resolve()
     try:

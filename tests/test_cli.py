@@ -160,3 +160,44 @@ def test_keys_rotate_refuses_when_a_key_file_signs(database_url, tmp_path, key_f
         assert "JWT_PRIVATE_KEY_FILE" in result.output
     finally:
         dispose(application)
+
+
+def test_a_changed_secret_key_keeps_working_through_its_fallback(database_url, tmp_path):
+    """The signing keys are stored encrypted under SECRET_KEY: a new secret names the old one in
+    SECRET_KEY_FALLBACKS until `keys rotate` has replaced the key stored under it."""
+    import time
+
+    from .conftest import TEST_SETTINGS, dispose, make_app
+
+    old, new = TEST_SETTINGS["SECRET_KEY"], "n" * 40  # the database's first key is stored under the test secret
+    body = {"email": "user@example.com", "password": PASSWORD}
+
+    def app_with(name, **settings):
+        return make_app(database_url, tmp_path / name, SIGNING_KEY_CACHE_SECONDS=0, **settings)
+
+    first = app_with("first", SECRET_KEY=old)
+    try:
+        first.test_client().post("/api/v1/auth/register", json=body)
+        token = first.test_client().post("/api/v1/auth/login", json=body).json["access_token"]
+    finally:
+        dispose(first)
+    for settings, status in (({"SECRET_KEY": new}, 503), ({"SECRET_KEY": new, "SECRET_KEY_FALLBACKS": old}, 200)):
+        app = app_with(str(status), **settings)
+        try:
+            assert app.test_client().post("/api/v1/auth/login", json=body).status_code == status
+        finally:
+            dispose(app)
+    changing = app_with("changing", SECRET_KEY=new, SECRET_KEY_FALLBACKS=old)
+    try:
+        client = changing.test_client()
+        assert client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert changing.test_cli_runner().invoke(args=["keys", "rotate"]).exit_code == 0
+        time.sleep(2.1)  # the hand-over: SIGNING_KEY_CACHE_SECONDS (0 here) + 2 s
+        assert client.post("/api/v1/auth/login", json=body).status_code == 200
+    finally:
+        dispose(changing)
+    done = app_with("done", SECRET_KEY=new)  # the old secret can go once the new key signs
+    try:
+        assert done.test_client().post("/api/v1/auth/login", json=body).status_code == 200
+    finally:
+        dispose(done)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -47,10 +47,13 @@ class KeyRing:
     loaded_at: float = float("-inf")
 
 
-def _fernet() -> Fernet:
-    secret = current_app.config["SECRET_KEY"].encode()
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc signing keys").derive(secret)
-    return Fernet(base64.urlsafe_b64encode(derived))
+def _fernet() -> MultiFernet:
+    # Encrypts under SECRET_KEY; decrypts under it or any of SECRET_KEY_FALLBACKS, so a changed secret keeps the
+    # keys stored under the old one usable until `keys rotate` has replaced them.
+    secrets = [current_app.config["SECRET_KEY"], *current_app.config.get("SECRET_KEY_FALLBACKS", [])]
+    return MultiFernet([Fernet(base64.urlsafe_b64encode(HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc signing keys").derive(secret.encode())))
+        for secret in secrets])
 
 
 def _public_jwk(private_key, algorithm: str) -> dict:
@@ -146,7 +149,8 @@ def _load() -> KeyRing:
             try:
                 pem = _fernet().decrypt(row.private_key)
             except InvalidToken:
-                raise KeysUnavailable("SECRET_KEY does not decrypt the active signing key") from None
+                raise KeysUnavailable("neither SECRET_KEY nor SECRET_KEY_FALLBACKS decrypts the active signing key"
+                                      ) from None
             ring.active_kid, ring.active_private = row.kid, serialization.load_pem_private_key(pem, None)
     if cfg.get("JWT_PRIVATE_KEY_FILE"):
         _use_key_file(ring, cfg["JWT_PRIVATE_KEY_FILE"], algorithm)
