@@ -62,7 +62,7 @@ def validation_error(fields: dict[str, list[str]], message: str = "The request h
     return APIError(422, "validation_error", message, fields=fields)
 
 
-def _finish_transaction(persist: bool) -> None:
+def finish_transaction(persist: bool) -> None:
     """Commit what an error says is part of its outcome; roll back everything else."""
     try:
         db.session.commit() if persist else db.session.rollback()
@@ -93,14 +93,14 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(APIError)
     def _api_error(exc: APIError):
-        _finish_transaction(exc.persist)
+        finish_transaction(exc.persist)
         if not _wants_json():
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         return jsonify(exc.body()), exc.status, exc.headers
 
     @app.errorhandler(OAuthError)
     def _oauth_error(exc: OAuthError):
-        _finish_transaction(exc.persist)
+        finish_transaction(exc.persist)
         response = jsonify({"error": exc.error, "error_description": exc.description})
         response.headers["Cache-Control"] = "no-store"
         if exc.error == "invalid_client" and exc.status == 401:
@@ -109,7 +109,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        _finish_transaction(False)
+        finish_transaction(False)
         status = exc.code or 500
         code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
         message = exc.description if status != 429 else "Too many requests; retry later."
@@ -123,14 +123,14 @@ def register_error_handlers(app: Flask) -> None:
     def _database_down(exc):
         log.error("database unavailable on %s %s: %s", request.method, redact(request.path),
                   exc.__class__.__name__)
-        _finish_transaction(False)
+        finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 
     def _redis_down(exc):
         # Only reached with RATELIMIT_FAIL_OPEN=false: the operator chose refusing over unlimited serving.
         log.error("rate-limit storage unavailable on %s %s: %s", request.method, redact(request.path),
                   exc.__class__.__name__)
-        _finish_transaction(False)
+        finish_transaction(False)
         return error_response(503, "unavailable", "A dependency is unavailable; retry shortly.", {"Retry-After": "5"})
 
     if str(app.config.get("RATELIMIT_STORAGE_URI", "")).startswith("redis"):
@@ -145,7 +145,7 @@ def register_error_handlers(app: Flask) -> None:
         # services answer the races they know with their own codes; any other is still the caller's to retry.
         log.warning("integrity conflict on %s %s: %s", request.method, redact(request.path),
                     exc.orig.__class__.__name__)
-        _finish_transaction(False)
+        finish_transaction(False)
         return error_response(409, "conflict", "This conflicts with a change made at the same time; retry.")
 
     @app.errorhandler(Exception)
@@ -153,5 +153,5 @@ def register_error_handlers(app: Flask) -> None:
         # The cause and traceback go to the log, stamped with the request id (logs.RequestIdFilter); the client
         # gets the code, and the same id in X-Request-ID to quote. Paths may carry mail-link tokens.
         log.exception("unhandled error on %s %s", request.method, redact(request.path))
-        _finish_transaction(False)
+        finish_transaction(False)
         return error_response(500, "internal_error", "An internal error occurred.")

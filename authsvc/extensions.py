@@ -10,7 +10,7 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 
 from .readonly import Session
-from .sources import source_of
+from .sources import client_source
 
 # Explicit constraint names, so migrations can drop and alter them on SQLite and PostgreSQL alike.
 NAMING = {
@@ -25,7 +25,7 @@ NAMING = {
 def client_address() -> str:
     """The client's source for rate limits: its address (ProxyFix has already applied TRUSTED_PROXIES to
     `remote_addr`), an IPv6 one widened to its network (`sources.source_of`)."""
-    return source_of(request.remote_addr or "unknown", current_app.config["IPV6_SOURCE_PREFIX"])
+    return client_source(request.remote_addr)
 
 
 class SessionCookie(SecureCookieSessionInterface):

@@ -4,6 +4,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from flask import current_app
+
+
+def client_source(address: str | None) -> str:
+    """The source `address` (a request's client address, or None) counts as, under this app's
+    IPV6_SOURCE_PREFIX."""
+    return source_of(address or "unknown", current_app.config["IPV6_SOURCE_PREFIX"])
+
 
 @functools.lru_cache(maxsize=4096)
 def source_of(address: str, v6_prefix: int) -> str:

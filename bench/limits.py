@@ -37,7 +37,8 @@ def _worker(conn, hash_, password, params):
 
 
 class Argon2Pool:
-    """`processes` (default: enough to keep every core busy) Argon2id verifiers that run together for a given time on demand."""
+    """`processes` (default: enough to keep every core busy) Argon2id verifiers that run together for a given time
+    on demand."""
 
     def __init__(self, hash_: str, password: str, params: dict, processes: int | None = None):
         # One process per core saturates the cores only when a hash is one thread (parallelism 1). With more

@@ -77,7 +77,8 @@ def test_a_role_grants_no_role_it_does_not_hold(client, admin, support, roles):
     assert made.status_code == 403 and made.json["error"]["code"] == "forbidden"
     other = _make(client, admin, "other@example.com", roles=["support"])
     changed = client.patch(f"{USERS}/{other['id']}", json={"roles": roles}, headers=support)
-    assert changed.status_code == 403 and client.get(f"{USERS}/{other['id']}", headers=admin).json["roles"] == ["support"]
+    assert changed.status_code == 403
+    assert client.get(f"{USERS}/{other['id']}", headers=admin).json["roles"] == ["support"]
 
 
 def test_a_role_does_not_manage_holders_of_a_role_it_lacks(client, admin, support):

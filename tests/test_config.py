@@ -46,6 +46,8 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"ACCESS_TOKEN_EXPIRE_MINUTES": "0"},
     {"TIERS": ""},
     {"INTROSPECTION_SCOPE": "two scopes"},
+    {"EMAIL_CHANGE_SIGNIN_MAX_AGE_MINUTES": "0"},
+    {"AUTHSVC_ENV": "production", "SECRET_KEY": "s" * 40, "SECRET_KEY_FALLBACKS": "too short"},
     {"IPV6_SOURCE_PREFIX": "129"},
     # Flask-Limiter reads a limit only when a request meets it, and skips one it cannot read: a typo was no limit.
     {"RATELIMIT_LOGIN": "5 per minut"},

@@ -278,7 +278,9 @@ def test_tampered_id_tokens_are_refused(google, tamper):
     assert google.user("tamper@example.com") is None
 
 
-@pytest.mark.parametrize("body", [{}, {"id_token": ""}, {"id_token": 5}, {"id_token": "x" * 9000}])
+@pytest.mark.parametrize("body", [{}, {"id_token": ""}, {"id_token": 5}, {"id_token": "x" * 9000},
+                                  {"id_token": "x", "nonce": ""}, {"id_token": "x", "nonce": 5},
+                                  {"id_token": "x", "nonce": "n" * 513}])
 def test_bad_bodies(google, body):
     response = google.client.post("/api/v1/auth/google", json=body)
     assert response.status_code == 422 and response.json["error"]["code"] == "validation_error"

@@ -115,8 +115,8 @@ def test_redis_down_fails_open_or_closed_by_setting(database_url, tmp_path, redi
         dispose(app)
 
 
-MAIL_QUOTA = {"RATELIMIT_ENABLED": True, "RATELIMIT_MAIL_REQUEST": "100/minute", "RATELIMIT_PROFILE_WRITE": "100/minute",
-              "RATELIMIT_MAIL_PER_ADDRESS": "2/minute"}
+MAIL_QUOTA = {"RATELIMIT_ENABLED": True, "RATELIMIT_MAIL_REQUEST": "100/minute",
+              "RATELIMIT_PROFILE_WRITE": "100/minute", "RATELIMIT_MAIL_PER_ADDRESS": "2/minute"}
 
 
 @pytest.mark.settings(**MAIL_QUOTA)

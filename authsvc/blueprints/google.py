@@ -9,7 +9,7 @@ import time
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, session, url_for
 
 from ..database import begin_writing
-from ..errors import APIError
+from ..errors import APIError, finish_transaction
 from ..extensions import db
 from ..limits import limit
 from ..services import google, identities
@@ -102,7 +102,7 @@ def callback():
     except APIError as exc:
         # As the API does: a refusal that keeps what the sign-in staged (a new account and its verification mail,
         # refused for `email_not_verified`) commits it.
-        db.session.commit() if exc.persist else db.session.rollback()
+        finish_transaction(exc.persist)
         return _failed(exc)
     if flow["intent"] == "link":
         db.session.commit()

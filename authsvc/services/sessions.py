@@ -241,6 +241,18 @@ def live_sessions(user_id: uuid.UUID) -> list[Session]:
     ))
 
 
+def check_recent_sign_in(user_id: uuid.UUID, session_id: uuid.UUID | None, what: str) -> None:
+    """403 `reauthentication_required` unless session `session_id` of the user began with a sign-in within
+    EMAIL_CHANGE_SIGNIN_MAX_AGE_MINUTES (`what`: the change that asks for it)."""
+    # A session is a bearer credential that outlives its sign-in by days (refresh): a change that hands over the
+    # account (a new address, from which the password can be reset) asks for a recent sign-in, as a password
+    # change asks for the password (Ory Kratos' "privileged session", Flask-Security's freshness).
+    session = db.session.get(Session, session_id) if session_id is not None else None
+    max_age = timedelta(minutes=current_app.config["EMAIL_CHANGE_SIGNIN_MAX_AGE_MINUTES"])
+    if session is None or session.user_id != user_id or session.created_at < utcnow() - max_age:
+        raise APIError(403, "reauthentication_required", f"Sign in again to {what}.")
+
+
 def session_of(user_id: uuid.UUID, session_id: str) -> Session:
     """The caller's own live session with this id; 404 for anyone else's, an unknown or malformed id."""
     try:

@@ -18,13 +18,13 @@ from ..database import dialect_insert
 from ..errors import APIError
 from ..extensions import db
 from ..models import LoginFailure, utcnow
-from ..sources import source_of
+from ..sources import client_source
 
 
 def _key(email: str, ip: str) -> tuple[str, str]:
     # The source as the rate limits count it: an IPv6 client by its network, or each of its addresses would be a
     # fresh count for the same guesser.
-    return email.lower()[:254], source_of(ip or "unknown", current_app.config["IPV6_SOURCE_PREFIX"])[:64]
+    return email.lower()[:254], client_source(ip)[:64]
 
 
 _failures = LoginFailure.__table__

@@ -1,6 +1,7 @@
 """Confirming email addresses: on registration, on resend, and when an account changes its address."""
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from flask import current_app
@@ -12,6 +13,7 @@ from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, OneTimeToken, User, utcnow
 from . import mail, onetime
+from .sessions import check_recent_sign_in
 from .users import check_email_free, email_taken_if_conflict, find_by_email, get_user
 
 RESEND_KIND = "verify_email"
@@ -39,11 +41,12 @@ def compose_resend(email: str) -> None:
         send_verification(user)
 
 
-def request_email_change(user: User, new_email: str) -> None:
-    """Stage a change of address: the new one gets a link, the old one a notice; nothing changes until the
-    link is followed."""
+def request_email_change(user: User, new_email: str, session_id: uuid.UUID | None) -> None:
+    """Stage a change of address asked for in session `session_id` (which must have signed in recently): the new
+    address gets a link, the old one a notice; nothing changes until the link is followed."""
     if new_email.lower() == user.email.lower():
         return
+    check_recent_sign_in(user.id, session_id, "change your email address")
     check_email_free(new_email)
     _check_change_quota(user)
     # One pending change at a time: a newer request voids the older links (one a stolen session asked for, say),

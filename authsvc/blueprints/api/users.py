@@ -26,7 +26,8 @@ def me():
 
 
 @bp.patch("/users/me")
-@document(auth=USER, body=ProfileIn, responses={200: "User"}, errors={403: "reauthentication_required", 409: "email_taken"})
+@document(auth=USER, body=ProfileIn, responses={200: "User"},
+          errors={403: "reauthentication_required", 409: "email_taken"})
 @limit("RATELIMIT_PROFILE_WRITE")
 @limit_mail_per_address(address=new_address)  # a change of address mails the new one its link
 @user_required

@@ -1,7 +1,7 @@
 """The account page: profile, email change, resend verification, sessions, password."""
 from flask import flash, g, redirect, url_for
 
-from ...errors import APIError
+from ...errors import APIError, finish_transaction
 from ...extensions import db
 from ...limits import limit_mail_per_address, new_address, signed_in_address
 from ...services import accounts, identities, sessions, verification
@@ -91,7 +91,7 @@ def change_password():
         try:
             accounts.change_password(g.user, form.current_password.data, form.new_password.data, g.session_id)
         except APIError as exc:
-            db.session.commit() if exc.persist else db.session.rollback()  # a failed check is counted
+            finish_transaction(exc.persist)  # a failed password check is counted (the throttle)
             form_errors(form, exc, default_field="current_password")
         else:
             db.session.commit()

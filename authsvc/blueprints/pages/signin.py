@@ -2,7 +2,7 @@
 from flask import current_app, flash, g, redirect, request, url_for
 
 from ...database import writes
-from ...errors import APIError
+from ...errors import APIError, finish_transaction
 from ...extensions import db
 from ...limits import limit_mail_per_address, limit_password_sign_in
 from ...services import accounts, onetime, recovery, sessions, signup, verification
@@ -29,7 +29,7 @@ def login():
         except APIError as exc:
             if exc.status == 429:
                 raise  # the error page, with Retry-After
-            db.session.commit() if exc.persist else db.session.rollback()
+            finish_transaction(exc.persist)
             form_errors(form, exc)
         else:
             return start_browser_session(user, target)
