@@ -6,6 +6,7 @@ stops the process with one clear line (`ConfigError`) before anything is served.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
@@ -13,6 +14,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -192,6 +194,17 @@ class Settings(BaseModel):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], nothing after it)")
         return value
 
+    @field_validator("PUBLIC_BASE_URL")
+    @classmethod
+    def _base_url(cls, value):
+        # Every mailed link and the tokens' issuer are built on it: without a scheme or a host each link is dead.
+        parts = urlsplit(value)
+        parts.port  # raises ValueError on a port that is not a number in range
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+                or parts.username is not None:
+            raise ValueError(f"{value!r} is not an http(s) URL (scheme://host[:port][/path])")
+        return value
+
     @field_validator("TIERS")
     @classmethod
     def _tiers_not_empty(cls, value):
@@ -224,6 +237,29 @@ class Settings(BaseModel):
     def log_format(self) -> str:
         """LOG_FORMAT, or its default for AUTHSVC_ENV: JSON in production, text elsewhere."""
         return self.LOG_FORMAT or ("json" if self.AUTHSVC_ENV == "production" else "text")
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (localhost, 127.0.0.0/8, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_production(settings: Settings) -> None:
+    """Refuse the development conveniences that are unsafe in front of the public; a loopback PUBLIC_BASE_URL
+    (trying the production set-up on one machine) may still use http."""
+    if not settings.DATABASE_URL:
+        # The embedded SQLite file would be one host's private database: an instance added later starts empty.
+        raise ConfigError("DATABASE_URL must be set in production (the SQLite file under instance/ is for development)")
+    if _is_loopback(urlsplit(settings.PUBLIC_BASE_URL).hostname):
+        return
+    if not settings.PUBLIC_BASE_URL.startswith("https://"):
+        # Mailed links carry reset and verification tokens, and the pages set the session's cookies.
+        raise ConfigError("PUBLIC_BASE_URL must be an https URL in production (links carry one-time tokens)")
+    if not settings.COOKIE_SECURE:
+        raise ConfigError("COOKIE_SECURE=false is refused in production: the session cookies would also go over http")
 
 
 def normalize_database_url(url: str) -> str:
@@ -284,6 +320,8 @@ def load(overrides: dict | None = None) -> dict:
         raise ConfigError("SECRET_KEY must be at least 32 characters")
     if production and any(len(old) < 32 for old in settings.SECRET_KEY_FALLBACKS):
         raise ConfigError("SECRET_KEY_FALLBACKS: each must be at least 32 characters")
+    if production:
+        _check_production(settings)
 
     instance = settings.INSTANCE_PATH.resolve()
     try:

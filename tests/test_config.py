@@ -14,6 +14,10 @@ from authsvc.config import ConfigError, load
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PRODUCTION = {"AUTHSVC_ENV": "production", "SECRET_KEY": "s" * 40, "DATABASE_URL": "postgresql://u@db/auth",
+              "PUBLIC_BASE_URL": "https://auth.example.com"}
+
+
 def _load(tmp_path, **settings):
     return load({"INSTANCE_PATH": str(tmp_path), **settings})
 
@@ -62,10 +66,36 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"PASSWORD_MIN_LENGTH": "300", "PASSWORD_MAX_LENGTH": "256"},
     {"IPV6_SOURCE_PREFIX": "16"},
     {"MAIL_USE_TLS": "true", "MAIL_USE_SSL": "true"},
+    # Mailed links are built on it.
+    {"PUBLIC_BASE_URL": "auth.example.com"},
+    {"PUBLIC_BASE_URL": "ftp://auth.example.com"},
+    {"PUBLIC_BASE_URL": "https://"},
+    {"PUBLIC_BASE_URL": "https://auth.example.com:99999"},
+    {"PUBLIC_BASE_URL": "https://auth.example.com/?next=x"},
+    {"PUBLIC_BASE_URL": "https://user:pw@auth.example.com"},
+    {"PUBLIC_BASE_URL": "https://[::1"},
+    # Production refuses the development conveniences: the instance's own SQLite file, http links, http cookies.
+    {**PRODUCTION, "DATABASE_URL": ""},
+    {**PRODUCTION, "PUBLIC_BASE_URL": "http://auth.example.com"},
+    {**PRODUCTION, "PUBLIC_BASE_URL": "http://10.0.0.5:8000"},
+    {**PRODUCTION, "COOKIE_SECURE": "false"},
 ])
 def test_bad_settings_fail_fast(tmp_path, settings):
     with pytest.raises(ConfigError):
         _load(tmp_path, **settings)
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"PUBLIC_BASE_URL": "https://example.com/auth"},   # behind a proxy that mounts it under a path
+    # Trying the production set-up on one machine: http (and cookies without Secure) on loopback only.
+    {"PUBLIC_BASE_URL": "http://127.0.0.1:8000", "COOKIE_SECURE": "false"},
+    {"PUBLIC_BASE_URL": "http://localhost:8000"},
+    {"PUBLIC_BASE_URL": "http://[::1]:8000", "COOKIE_SECURE": "false"},
+    {"DATABASE_URL": "sqlite:////var/lib/authsvc/authsvc.db"},   # SQLite, when chosen, not by default
+])
+def test_production_settings_that_load(tmp_path, settings):
+    assert _load(tmp_path, **{**PRODUCTION, **settings})["ENV"] == "production"
 
 
 @pytest.mark.parametrize("raw, value", [("true", True), ("1", True), ("yes", True),
