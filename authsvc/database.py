@@ -50,6 +50,22 @@ def migration_head() -> str | None:
     return heads.pop() if len(heads) == 1 and None not in revisions else None
 
 
+def locks_rows() -> bool:
+    """Whether `SELECT … FOR UPDATE` locks anything: PostgreSQL; SQLite serialises writers anyway (and ignores it)."""
+    from .extensions import db
+
+    return db.engine.dialect.name == "postgresql"
+
+
+def lock_row(instance) -> None:
+    """Read `instance` again and lock its row until the transaction ends (PostgreSQL): a change decides from what
+    it will overwrite, and one arriving meanwhile waits for this commit."""
+    from .extensions import db
+
+    if locks_rows():
+        db.session.refresh(instance, with_for_update=True)
+
+
 def dialect_insert(model):
     """`insert(model)` of the engine's dialect, which has `on_conflict_do_nothing` and `on_conflict_do_update`
     (PostgreSQL and SQLite both)."""

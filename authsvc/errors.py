@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, make_response, render_template, request
+from flask.globals import request_ctx
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -26,6 +27,9 @@ HTTP_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+# The OAuth2 endpoints answer every error in RFC 6749 §5.2 form, those raised around their views too (the rate
+# limit, the sign-in block, the method, the body size, a dependency down): OAuth2 clients read no other shape.
+OAUTH_PATHS = frozenset({"/api/v1/auth/token", "/api/v1/auth/introspect", "/api/v1/auth/revoke"})
 
 
 class APIError(Exception):
@@ -72,9 +76,15 @@ def finish_transaction(persist: bool) -> None:
 
 
 def error_response(status: int, code: str, message: str, headers=None):
-    """The contract's envelope for the API; the same error as a page for browsers."""
-    if request and not _wants_json():
+    """The contract's envelope for the API (RFC 6749 form on the OAuth2 endpoints); a page for browsers (the
+    envelope when no page can be built: a Host header that is not a host name leaves no URL adapter, and the page's
+    url_for would raise)."""
+    if request and not _wants_json() and request_ctx.url_adapter is not None:
         response = make_response(render_template("error.html", status=status, message=message), status)
+    elif request and request.path in OAUTH_PATHS:
+        response = jsonify({"error": code, "error_description": message})
+        response.status_code = status
+        response.headers["Cache-Control"] = "no-store"
     else:
         response = jsonify({"error": {"code": code, "message": message}})
         response.status_code = status
@@ -94,7 +104,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(exc: APIError):
         finish_transaction(exc.persist)
-        if not _wants_json():
+        if not _wants_json() or request.path in OAUTH_PATHS:
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         return jsonify(exc.body()), exc.status, exc.headers
 

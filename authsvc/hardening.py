@@ -1,7 +1,7 @@
 """Security headers (and the request id, set in logs.py) on every response, and CORS for the JSON API only."""
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, abort, g, request
 
 from .extensions import cors
 
@@ -23,6 +23,16 @@ def init_hardening(app: Flask) -> None:
         cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
                       allow_headers=["Authorization", "Content-Type", "X-CSRF-Token", "X-Request-ID"],
                       expose_headers=["X-Request-ID", "Retry-After"], supports_credentials=False, max_age=600)
+
+    @app.before_request
+    def _chunked_body_within_limit():
+        # A body sent without Content-Length (chunked) is read up to MAX_CONTENT_LENGTH and silently cut there
+        # (werkzeug): a truncated JSON or form body would be answered 400. Past the limit it is 413, as it is
+        # for a body whose announced length is over it.
+        if request.content_length is None and "HTTP_TRANSFER_ENCODING" in request.environ:
+            if len(request.get_data(cache=True)) >= app.config["MAX_CONTENT_LENGTH"] and \
+                    request.environ["wsgi.input"].read(1):
+                abort(413)
 
     @app.after_request
     def _security_headers(response):

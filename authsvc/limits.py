@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 
 from flask import current_app, g, request
+from werkzeug.exceptions import HTTPException
 
 from .extensions import limiter
 from .schemas import normalize_email
@@ -41,7 +42,10 @@ def limit_password_sign_in(methods: list[str] | None = None, exempt_when=None):
 
 def posted_address() -> str | None:
     """The `email` of the request's JSON body or form, if any."""
-    body = request.get_json(silent=True) if request.is_json else request.form
+    try:
+        body = request.get_json(silent=True) if request.is_json else request.form
+    except HTTPException:  # a body over MAX_CONTENT_LENGTH: the view refuses it (413) and mails nothing
+        return None
     email = body.get("email") if hasattr(body, "get") else None
     return email if isinstance(email, str) and email.strip() else None
 
@@ -54,6 +58,14 @@ def new_address() -> str | None:
     if email is None or (user is not None and _canonical(email) == _canonical(user.email)):
         return None
     return email
+
+
+def posted_form_value(name: str) -> str | None:
+    """A field of the request's form, if any (None for a body over MAX_CONTENT_LENGTH, which the view refuses)."""
+    try:
+        return request.form.get(name)
+    except HTTPException:
+        return None
 
 
 def signed_in_address() -> str | None:

@@ -131,6 +131,24 @@ def test_taking_a_role_away_takes_effect_at_once_at_the_gateway(auth, client, ad
     assert client.get("/api/v1/auth/verify?role=editor", headers=fresh).status_code == 200
 
 
+def test_withdrawing_a_verification_takes_effect_at_once(auth, client, admin):
+    # From a review of the privileged surfaces: access tokens carry email_verified, which gateways pass on
+    # (X-User-Email-Verified), and refresh never looks at it: an admin's withdrawal of a verification left every
+    # live session vouching for the address, and with REQUIRE_VERIFIED_EMAIL kept an unverified user signed in.
+    user = _make(client, admin, "u@example.com", email_verified=True)
+    pair = auth.login("u@example.com").json
+    assert client.get("/api/v1/auth/verify", headers=auth.bearer(pair)).headers["X-User-Email-Verified"] == "true"
+    assert client.patch(f"{USERS}/{user['id']}", json={"email_verified": False}, headers=admin).status_code == 200
+    refused = client.get("/api/v1/auth/verify", headers=auth.bearer(pair))
+    assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized"
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+    fresh = auth.bearer(auth.login("u@example.com").json)
+    assert client.get("/api/v1/auth/verify", headers=fresh).headers["X-User-Email-Verified"] == "false"
+    # Vouching for the address ends nothing: the next token says so.
+    assert client.patch(f"{USERS}/{user['id']}", json={"email_verified": True}, headers=admin).status_code == 200
+    assert client.get("/api/v1/auth/verify", headers=fresh).status_code == 200
+
+
 def test_within_its_powers_a_role_manages_users(client, admin, support):
     made = client.post(USERS, json={"email": "plain@example.com", "password": PASSWORD, "roles": ["support"]},
                        headers=support)

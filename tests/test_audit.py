@@ -99,3 +99,20 @@ def test_purge_refuses_bad_options(app, runner, args):
     assert result.exit_code == 2
     with app.app_context():
         assert db.session.query(AuditEvent).count() == 1
+
+
+def test_admin_changes_to_users_name_the_admin_and_what_changed(auth, client, admin):
+    # From a review of the privileged surfaces: the trail said a user was created, changed or deleted "by_admin",
+    # but not by which admin, nor which roles were granted or where an address was moved (the takeover path).
+    admin_id = client.get("/api/v1/users/me", headers=admin).json["id"]
+    made = client.post("/api/v1/admin/users", json={"email": "m@example.com", "password": PASSWORD,
+                                                    "roles": ["editor"]}, headers=admin).json
+    client.patch(f"/api/v1/admin/users/{made['id']}", json={"email": "n@example.com", "roles": ["admin"]},
+                 headers=admin)
+    client.delete(f"/api/v1/admin/users/{made['id']}", headers=admin)
+    events = {e["event"]: e for e in _events(client, admin, user_id=made["id"])["items"]}
+    assert events["user_registered"]["details"] == {"by_admin": True, "actor_id": admin_id, "roles": ["editor"]}
+    assert events["user_updated"]["details"] == {
+        "by_admin": True, "actor_id": admin_id, "fields": ["email", "roles"], "roles": ["admin"],
+        "old_email": "m@example.com", "email": "n@example.com"}
+    assert events["user_deleted"]["details"] == {"actor_id": admin_id, "email": "n@example.com"}

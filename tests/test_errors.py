@@ -1,4 +1,6 @@
 """The error envelope: every failure of the JSON API is a contract error, never a 500 or a trace."""
+import io
+
 import pytest
 
 from .conftest import PASSWORD
@@ -20,6 +22,20 @@ def test_envelope(client, method, path, kwargs, status, code):
     assert response.status_code == status
     assert response.json["error"]["code"] == code
     assert isinstance(response.json["error"]["message"], str)
+
+
+@pytest.mark.parametrize("path", ["/login", "/no-such-page", "/api/v1/auth/login"])
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..example"], ids=["label-too-long", "empty-label"])
+def test_a_host_header_that_names_no_host_is_400(client, path, host):
+    # No URL adapter can be made for it, so the pages' error template (url_for) raised inside the error handler.
+    response = client.get(path, headers={"Host": host})
+    assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+
+
+@pytest.mark.settings(TRUSTED_PROXIES=1)
+def test_a_forwarded_host_that_names_no_host_is_400(client):
+    response = client.get("/login", headers={"X-Forwarded-Host": "a" * 64 + ".example"})
+    assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
 
 
 def test_405_names_allowed_methods(client):
@@ -78,3 +94,21 @@ def test_json_nested_too_deep_for_a_signed_in_caller_is_400(client, auth):
     response = client.patch("/api/v1/users/me", data=NESTED[0], content_type="application/json",
                             headers=auth.bearer(auth.signed_in()))
     assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("path, content_type, body", [
+    ("/api/v1/auth/register", "application/json", b'{"email": "' + b"a" * 70000 + b'"}'),
+    ("/api/v1/auth/token", "application/x-www-form-urlencoded", b"grant_type=password&username=" + b"a" * 70000),
+])
+def test_a_chunked_body_over_the_limit_is_413_not_a_truncated_400(client, path, content_type, body):
+    # No Content-Length: the server (gunicorn) marks the chunked body as terminated; werkzeug reads up to the limit.
+    def chunked(to: str, data: bytes, mimetype: str):
+        return client.post(to, input_stream=io.BytesIO(data), environ_base={"wsgi.input_terminated": True},
+                           headers={"Content-Type": mimetype, "Transfer-Encoding": "chunked"})
+
+    response = chunked(path, body, content_type)
+    assert response.status_code == 413
+    error = response.json["error"]  # the OAuth2 endpoint's RFC 6749 form, or the envelope
+    assert (error if isinstance(error, str) else error["code"]) == "payload_too_large"
+    small = b'{"email": "chunked@example.com", "password": "a fine passphrase 7"}'
+    assert chunked("/api/v1/auth/register", small, "application/json").status_code == 201

@@ -31,11 +31,11 @@ def app(provider, database_url, tmp_path):
     dispose(app)
 
 
-def _callback(client):
+def _callback(client, query="&code=some-code"):
     start = client.get("/auth/google/login")
     assert start.status_code == 302
     state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
-    return client.get(f"/auth/google/callback?code=some-code&state={state}")
+    return client.get(f"/auth/google/callback?state={state}{query}")
 
 
 @pytest.mark.sqlite_only
@@ -50,6 +50,17 @@ def test_a_malformed_answer_at_the_callback_is_not_a_500(provider, app, token_bo
     provider.set("/token", token_body)
     provider.set("/jwks", jwks)
     assert _callback(app.test_client()).status_code in (401, 503)
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("query, status", [("", 400), ("&error=server_error", 400), ("&error=access_denied", 403)],
+                         ids=["no-code", "provider-error", "cancelled"])
+def test_a_callback_without_a_code_is_a_page_not_a_500(provider, app, query, status):
+    # Its own state, so it gets as far as redeeming the code: Authlib raises MissingCodeException for none at all.
+    provider.good_discovery()
+    provider.set("/jwks", {"keys": []})
+    response = _callback(app.test_client(), query)
+    assert response.status_code == status and response.mimetype == "text/html"
 
 
 @pytest.mark.sqlite_only

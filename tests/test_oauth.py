@@ -101,3 +101,35 @@ def test_revoke_needs_a_token(client):
     response = client.post(REVOKE, data={})
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_TOKEN="2/minute")
+def test_every_error_of_the_oauth_endpoints_is_rfc6749_shaped(client):
+    # The contract: the envelope everywhere except the OAuth2 endpoints, which answer in RFC 6749 §5.2 form.
+    for path in (TOKEN, REVOKE, "/api/v1/auth/introspect"):
+        wrong_method = client.get(path)
+        assert wrong_method.status_code == 405 and wrong_method.json["error"] == "method_not_allowed"
+        too_large = client.post(path, data={"token": "x" * 70000})  # the token endpoint's first of two
+        assert too_large.status_code == 413 and too_large.json["error"] == "payload_too_large"
+        assert too_large.headers["Cache-Control"] == "no-store"
+    client.post(TOKEN, data={"grant_type": "refresh_token", "refresh_token": "bogus"})
+    limited = client.post(TOKEN, data={"grant_type": "refresh_token", "refresh_token": "bogus"})
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert limited.json["error"] == "rate_limited" and isinstance(limited.json["error_description"], str)
+
+
+@pytest.mark.settings(RATELIMIT_ENABLED=True, RATELIMIT_TOKEN="2/minute", LOGIN_BLOCK_AFTER=1)
+def test_the_sign_in_block_and_the_documented_errors_are_rfc6749_shaped(auth, client):
+    # Errors raised around the views came in the JSON API's envelope, which OAuth2 clients (Swagger UI's Authorize
+    # among them) cannot read; the OpenAPI document said so too.
+    auth.register()
+    wrong = {"grant_type": "password", "username": "user@example.com", "password": "wrong password 1"}
+    assert client.post(TOKEN, data=wrong).json["error"] == "invalid_grant"
+    blocked = client.post(TOKEN, data={**wrong, "password": PASSWORD})  # the block, before the rate limit
+    assert (blocked.status_code, blocked.json["error"]) == (429, "rate_limited") and blocked.headers["Retry-After"]
+    assert isinstance(blocked.json["error_description"], str)
+    spec = client.get("/api/v1/openapi.json").json["paths"]
+    for path, status in (("/api/v1/auth/token", "429"), ("/api/v1/auth/revoke", "413"),
+                         ("/api/v1/auth/introspect", "403")):
+        schema = spec[path]["post"]["responses"][status]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith("/OAuthError"), (path, status, schema)

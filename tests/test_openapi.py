@@ -91,7 +91,7 @@ def test_error_responses_use_the_envelopes(spec):
     assert {"401", "403", "404"} <= set(admin)
     token = spec["paths"]["/api/v1/auth/token"]["post"]
     assert "application/x-www-form-urlencoded" in token["requestBody"]["content"]
-    for status in ("400", "401"):
+    for status in ("400", "401", "413", "429", "503"):
         assert token["responses"][status]["content"]["application/json"]["schema"] == oauth_error, status
     assert "`invalid_grant`" in token["responses"]["400"]["description"]
     assert spec["components"]["schemas"]["Error"]["required"] == ["error"]

@@ -1,4 +1,6 @@
 """Hosted pages through the test client: forms, CSRF, cookies, redirects, and links that GET must not consume."""
+import io
+import json
 import re
 from urllib.parse import quote
 
@@ -102,6 +104,21 @@ def test_text_the_database_cannot_store_is_a_form_error(auth, client, path, data
     assert f'aria-describedby="{field}-errors"' in response.text
 
 
+@pytest.mark.parametrize("path", ["/login", "/signup", "/password-reset"])
+@pytest.mark.parametrize("kind", ["file", "json-numbers", "json-list"])
+def test_a_form_posted_as_files_or_json_is_400_not_500(client, path, kind):
+    # Flask-WTF fed the fields uploaded files and JSON values, which the validators could not measure.
+    token = csrf_of(client.get(path))
+    if kind == "file":
+        response = client.post(path, content_type="multipart/form-data", data={
+            "csrf_token": token, "email": (io.BytesIO(b"x"), "e.txt"), "password": (io.BytesIO(b"x"), "p.txt")})
+    else:
+        body = {"csrf_token": token, "email": 1, "password": 12345678} if kind == "json-numbers" else [1, 2]
+        response = client.post(path, data=json.dumps(body), content_type="application/json",
+                               headers={"X-CSRFToken": token})
+    assert response.status_code == 400 and response.mimetype == "text/html"
+
+
 def test_form_post_without_csrf_is_refused(auth, client):
     auth.register()
     response = client.post("/login", data={"email": "user@example.com", "password": PASSWORD})
@@ -126,6 +143,8 @@ def test_login_page_wrong_password(auth, client):
     ("/ /evil.example", "/account"),
     ("/\u200b/evil.example", "/account"),
     ("javascript:alert(1)", "/account"),
+    ("http://[::1", "/account"),  # urlsplit raises on a bracket it cannot close: was a 500 after the sign-in
+    ("https://app.example.com]/home", "/account"),
     ("https://app.example.com/home", "https://app.example.com/home"),
 ])
 @pytest.mark.settings(ALLOWED_REDIRECT_ORIGINS="https://app.example.com")

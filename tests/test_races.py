@@ -10,11 +10,11 @@ from datetime import timedelta
 import bcrypt
 import pytest
 from flask_jwt_extended import decode_token
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from authsvc.extensions import db
-from authsvc.models import LoginFailure, utcnow
-from authsvc.services import onetime, passwords
+from authsvc.models import LoginFailure, OneTimeToken, utcnow
+from authsvc.services import mail, onetime, passwords
 
 from .conftest import PASSWORD
 
@@ -164,3 +164,195 @@ def test_guesses_in_flight_at_once_from_a_failing_source_are_counted_one_by_one(
         thread.join(60)
     # Two more failures reach the block of three; every guess after them is refused before hashing.
     assert sorted(codes) == [401, 401] + [429] * (guesses - 2)
+
+
+def _held_in_thread(monkeypatch, name: str, request, owner=passwords.Hasher):
+    """Run `request` in a thread that stops right after its first `owner.<name>` call returns (a method of the
+    hasher by default); the (thread, box, resume) to drive it: `resume` lets it go on."""
+    checked, resume, box, mine = threading.Event(), threading.Event(), {}, {}
+    real = getattr(owner, name)
+
+    def held(*args):
+        result = real(*args)
+        if threading.current_thread() is mine.get("thread") and not checked.is_set():
+            checked.set()
+            resume.wait(30)
+        return result
+
+    monkeypatch.setattr(owner, name, held)
+    thread = threading.Thread(target=lambda: box.setdefault("result", request()))
+    mine["thread"] = thread
+    thread.start()
+    assert checked.wait(30)
+    return thread, box, resume
+
+
+def test_a_password_change_racing_a_reset_does_not_undo_it(app, auth, client, monkeypatch):
+    """A stolen session changing the password while the owner resets it: the change checked the current password
+    before the reset committed, and must not then overwrite the owner's new password."""
+    pair = auth.signed_in()
+    with app.app_context():
+        user_id = decode_token(pair["access_token"])["sub"]
+        token = onetime.issue(onetime.PASSWORD_RESET, timedelta(hours=1), "user@example.com", uuid.UUID(user_id))
+        db.session.commit()
+    thread, box, resume = _held_in_thread(monkeypatch, "verify", lambda: app.test_client().post(
+        "/api/v1/users/me/password", headers=auth.bearer(pair),
+        json={"current_password": PASSWORD, "new_password": "the thief's passphrase 1"}))
+    reset = client.post("/api/v1/auth/password-reset/confirm", json={"token": token, "new_password": NEW})
+    assert reset.status_code == 200
+    resume.set()
+    thread.join(30)
+    monkeypatch.undo()
+    assert box["result"].status_code == 401 and box["result"].json["error"]["code"] == "invalid_credentials"
+    assert auth.login(password=NEW).status_code == 200
+    assert auth.login(password="the thief's passphrase 1").status_code == 401
+
+
+def test_a_sign_in_racing_the_removal_of_a_role_does_not_keep_it(app, auth, client, admin, monkeypatch):
+    """Taking a role away ends the user's sessions so gateways stop trusting it at once: a sign-in that read the
+    roles before the removal committed must not start a session whose access token still carries it."""
+    user_id = auth.register().json["id"]
+    assert client.patch(f"/api/v1/admin/users/{user_id}", headers=admin, json={"roles": ["editor"]}).status_code == 200
+    thread, box, resume = _held_in_thread(monkeypatch, "verify", lambda: app.test_client().post(
+        "/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}))
+    removed = client.patch(f"/api/v1/admin/users/{user_id}", headers=admin, json={"roles": []})
+    assert removed.status_code == 200 and removed.json["roles"] == []
+    resume.set()
+    thread.join(30)
+    monkeypatch.undo()
+    late = box["result"]
+    if late.status_code == 200:  # the sign-in may win; then its token must not pass as an editor
+        gate = client.get("/api/v1/auth/verify?role=editor", headers=auth.bearer(late.json))
+        assert gate.status_code in (401, 403)
+
+
+def test_a_sign_in_holding_its_checked_account_while_a_role_is_removed(app, auth, client, admin, monkeypatch):
+    """The other order: the sign-in has checked the password (and locked the account) and is about to start its
+    session when the removal ends the user's sessions; the removal must end that new session too."""
+    from authsvc.services import accounts
+
+    user_id = auth.register().json["id"]
+    assert client.patch(f"/api/v1/admin/users/{user_id}", headers=admin, json={"roles": ["editor"]}).status_code == 200
+    checked, resume = threading.Event(), threading.Event()
+    real = accounts.check_may_sign_in
+
+    def held(user, *args, **kwargs):
+        if not checked.is_set():  # the sign-in below: nothing else signs in until it is let go
+            checked.set()
+            resume.wait(30)
+        return real(user, *args, **kwargs)
+
+    monkeypatch.setattr(accounts, "check_may_sign_in", held)
+    signing_in, box = _in_background(lambda: app.test_client().post(
+        "/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}))
+    assert checked.wait(30)
+    removing, removed = _in_background(lambda: app.test_client().patch(
+        f"/api/v1/admin/users/{user_id}", headers=admin, json={"roles": []}))
+    time.sleep(0.5)  # the removal has ended the sessions it can see (or waits for the sign-in)
+    resume.set()
+    signing_in.join(30)
+    removing.join(30)
+    monkeypatch.undo()
+    assert removed["result"].status_code == 200
+    late = box["result"]
+    if late.status_code == 200:
+        gate = client.get("/api/v1/auth/verify?role=editor", headers=auth.bearer(late.json))
+        assert gate.status_code in (401, 403)
+
+
+def test_an_old_confirmation_link_racing_an_admin_moving_the_account(app, auth, client, admin, monkeypatch):
+    """A link mailed to the old address, followed while an admin moves the account: it proves the old address,
+    never the new one the admin left unconfirmed."""
+    from authsvc.services import verification
+
+    user_id = auth.register().json["id"]
+    with app.app_context():
+        token = onetime.issue(onetime.VERIFY_EMAIL, timedelta(hours=1), "user@example.com", uuid.UUID(user_id))
+        db.session.commit()
+    checked, resume = threading.Event(), threading.Event()
+    real = verification.address_proven
+
+    def held(user):
+        checked.set()
+        resume.wait(30)
+        return real(user)
+
+    monkeypatch.setattr(verification, "address_proven", held)
+    following, followed = _in_background(lambda: app.test_client().post("/api/v1/auth/verify-email",
+                                                                        json={"token": token}))
+    assert checked.wait(30)
+    moving, moved = _in_background(lambda: app.test_client().patch(
+        f"/api/v1/admin/users/{user_id}", headers=admin, json={"email": "moved@example.com"}))
+    time.sleep(0.5)  # the move has committed, or waits for the link's commit
+    resume.set()
+    following.join(30)
+    moving.join(30)
+    monkeypatch.undo()
+    assert moved["result"].status_code == 200
+    assert followed["result"].status_code in (200, 400)
+    now = client.get(f"/api/v1/admin/users/{user_id}", headers=admin).json
+    assert now["email"] == "moved@example.com" and now["email_verified"] is False
+
+
+def test_a_reset_and_a_password_change_at_once_neither_deadlocks(app, auth, client, monkeypatch):
+    """The reset uses its link and then writes the account; the change writes the account and then voids the
+    account's links. In those orders the two wait for each other (PostgreSQL ends one: a 503)."""
+    pair = auth.signed_in()
+    with app.app_context():
+        user_id = decode_token(pair["access_token"])["sub"]
+        token = onetime.issue(onetime.PASSWORD_RESET, timedelta(hours=1), "user@example.com", uuid.UUID(user_id))
+        db.session.commit()
+    # The reset stops while it hashes the new password: its link is used, the account not yet written.
+    resetting, reset, resume = _held_in_thread(monkeypatch, "hash", lambda: app.test_client().post(
+        "/api/v1/auth/password-reset/confirm", json={"token": token, "new_password": NEW}))
+    changing, changed = _in_background(lambda: app.test_client().post(
+        "/api/v1/users/me/password", headers=auth.bearer(pair),
+        json={"current_password": PASSWORD, "new_password": "another passphrase 3"}))
+    time.sleep(0.5)  # the change has written the account and waits for the used link (or waits for the account)
+    resume.set()
+    resetting.join(30)
+    changing.join(30)
+    monkeypatch.undo()
+    assert reset["result"].status_code == 200
+    assert changed["result"].status_code == 401  # checked against the password the reset replaced
+    assert auth.login(password=NEW).status_code == 200
+
+
+def test_two_admins_taking_the_same_role_away_at_once(app, auth, client, admin):
+    """Both read the role as held; both answer as the contract says (the second finds nothing to take)."""
+    user_id = auth.register().json["id"]
+    assert client.patch(f"/api/v1/admin/users/{user_id}", headers=admin,
+                        json={"roles": ["editor", "viewer"]}).status_code == 200
+    start, codes = threading.Barrier(2), []
+
+    def take(roles):
+        own = app.test_client()
+        start.wait()
+        codes.append(own.patch(f"/api/v1/admin/users/{user_id}", headers=admin, json={"roles": roles}).status_code)
+
+    threads = [threading.Thread(target=take, args=(roles,)) for roles in (["viewer"], ["viewer"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert codes == [200, 200]
+    assert client.get(f"/api/v1/admin/users/{user_id}", headers=admin).json["roles"] == ["viewer"]
+
+
+def test_two_changes_of_address_asked_at_once_leave_one_link(app, auth, client, monkeypatch):
+    """One pending change at a time: a request that voids the older links must see one still being committed."""
+    pair = auth.signed_in()
+    thread, box, resume = _held_in_thread(monkeypatch, "confirm_email_change", lambda: app.test_client().patch(
+        "/api/v1/users/me", headers=auth.bearer(pair), json={"email": "first@example.com"}), owner=mail)
+    second, second_box = _in_background(lambda: app.test_client().patch(
+        "/api/v1/users/me", headers=auth.bearer(pair), json={"email": "second@example.com"}))
+    time.sleep(0.5)  # the second request is now waiting for the first's account row (or, before, done)
+    resume.set()
+    thread.join(30)
+    second.join(30)
+    monkeypatch.undo()
+    assert box["result"].status_code == second_box["result"].status_code == 200
+    with app.app_context():
+        live = db.session.scalars(select(OneTimeToken.email).where(
+            OneTimeToken.purpose == onetime.EMAIL_CHANGE, OneTimeToken.used_at.is_(None))).all()
+    assert live == ["second@example.com"]

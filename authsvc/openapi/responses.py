@@ -167,10 +167,11 @@ class Error(Body):
 
 
 class OAuthError(Body):
-    """RFC 6749 §5.2 error of the OAuth2 endpoints."""
+    """RFC 6749 §5.2 error of the OAuth2 endpoints (any other failure there carries the contract's code)."""
 
     error: Literal["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
-                   "unsupported_grant_type", "invalid_scope"]
+                   "unsupported_grant_type", "invalid_scope", "insufficient_scope", "method_not_allowed",
+                   "payload_too_large", "rate_limited", "internal_error", "unavailable"]
     error_description: str
 
 

@@ -175,7 +175,7 @@ def _operation_object(view, operation: Operation, endpoint: str, arguments: list
     for status, codes in sorted(_error_statuses(operation, bool(arguments)).items()):
         if status in operation.responses:  # the view's own answer for this status (readyz's 503) wins
             continue
-        error = responses.OAuthError if oauth and status in (400, 401) else responses.Error
+        error = responses.OAuthError if oauth else responses.Error
         answers[status] = {
             "description": f"{HTTPStatus(status).phrase}: " + ", ".join(f"`{c}`" for c in codes),
             "content": {"application/json": {"schema": refs[(error, "serialization")]}},

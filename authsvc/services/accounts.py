@@ -7,6 +7,7 @@ from flask import current_app, request
 from sqlalchemy import select
 
 from .. import signals
+from ..database import locks_rows
 from ..errors import APIError, validation_error
 from ..extensions import db
 from ..models import ADMIN_ROLE, User, utcnow
@@ -75,11 +76,15 @@ def _hash_still_current(user: User) -> bool:
     A password change or reset that commits while the hash runs ends the old password's sessions: this sign-in
     must neither start a session that outlives it nor undo it by upgrading the old hash. With the row locked, a
     change arriving now waits for this commit, and then ends this session too.
+
+    The user is read again under the lock (roles, status, address): a change that ends the user's sessions
+    committed while the hash ran (a role taken away) must not reach the new session's access token as it was.
     """
-    query = select(User.password_hash).where(User.id == user.id)
-    if db.engine.dialect.name == "postgresql":  # SQLite serialises writers anyway
-        query = query.with_for_update()
-    return db.session.scalar(query) == user.password_hash
+    checked = user.password_hash
+    query = select(User).where(User.id == user.id).execution_options(populate_existing=True)
+    if locks_rows():
+        query = query.with_for_update(of=User)
+    return db.session.scalars(query).first() is not None and user.password_hash == checked
 
 
 def check_may_sign_in(user: User, keep_changes: bool = False) -> None:
@@ -99,7 +104,9 @@ def _check_current_password(user: User, password: str) -> None:
     source_ip = request.remote_addr or ""
     failed_before = throttle.check(user.email, source_ip)
     ok, _ = passwords.hasher().verify(user.password_hash, password)
-    if not ok:
+    # As at sign-in: a reset (or another change) committed while the hash ran must not be overwritten by a
+    # password checked against the hash it replaced; the lock makes a later one wait for this commit.
+    if not ok or not _hash_still_current(user):
         throttle.failed(user.email, source_ip)
         raise APIError(401, "invalid_credentials", "The password is incorrect.", persist=True)
     if failed_before:

@@ -5,6 +5,7 @@ from flask import current_app
 from sqlalchemy import func, or_, select
 
 from .. import signals
+from ..database import lock_row
 from ..errors import APIError
 from ..extensions import db
 from ..models import ADMIN_ROLE, Role, User, user_roles, utcnow
@@ -70,13 +71,17 @@ def create_user(actor: User, email: str, password: str | None, full_name: str, r
     user = accounts.create_user(email, password, full_name, tier, email_verified=email_verified, roles=roles)
     if not email_verified:
         verification.send_verification(user)
-    signals.user_registered.send(current_app._get_current_object(), user=user, by_admin=True)
+    signals.user_registered.send(current_app._get_current_object(), user=user, by_admin=True, actor_id=actor.id,
+                                 roles=user.role_names)
     return user
 
 
 def update_user(actor: User, user: User, changes: dict) -> User:
     """Stage `actor`'s changes to `user`; deactivating, or taking a role away, ends the user's sessions at
     once."""
+    # Decided from the row as it is now (its address unconfirmed, its roles), not as read before a concurrent
+    # commit (a confirmation link followed meanwhile); taken before the admin role's lock, as everywhere else.
+    lock_row(user)
     _check_not_self(actor, user, "change")
     _check_may_manage(actor, user.roles, "change this user")
     new_roles = changes.get("roles")
@@ -85,10 +90,14 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         changed = set(new_roles) ^ set(user.role_names)
         _check_may_manage(actor, [role(name) for name in changed], "grant or remove these roles")
     deactivating = changes.get("is_active") is False and user.is_active
+    unverifying = changes.get("email_verified") is False and user.email_verified
     stays_admin = (ADMIN_ROLE in new_roles if new_roles is not None else ADMIN_ROLE in user.role_names) \
         and changes.get("is_active", user.is_active)
     guard_last_admin(user, stays_admin)
     moving = "email" in changes and changes["email"].lower() != user.email.lower()
+    # The trail names the admin, and what a privileged change did: the roles the user now holds and where an
+    # address moved (moving an address, then resetting the password, hands over the account).
+    audit = {"actor_id": actor.id, **({"old_email": user.email, "email": changes["email"]} if moving else {})}
     if moving:
         check_email_free(changes["email"])
         user.email = changes["email"]
@@ -102,6 +111,7 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         user.tier = check_tier(changes["tier"])
     if new_roles is not None:
         user.roles = [role(name) for name in sorted(set(new_roles))]
+        audit["roles"] = user.role_names
     if moving or deactivating:
         # An admin moves an account, or disables it, most often because its mailbox or its sessions can no longer
         # be trusted: links already mailed (a password reset to the old address, a pending change of address)
@@ -119,15 +129,22 @@ def update_user(actor: User, user: User, changes: dict) -> User:
         # role away ends the user's sessions, so it takes effect at once, as deactivation does. A granted role
         # arrives with the next token.
         revoke_user_sessions(user.id, "roles_removed")
+    elif unverifying:
+        # Access tokens carry email_verified, and gateways pass it on (X-User-Email-Verified); refresh does not
+        # look at it, nor at REQUIRE_VERIFIED_EMAIL: withdrawing a verification ends the sessions that vouch for it.
+        revoke_user_sessions(user.id, "email_unverified")
     user.updated_at = utcnow()
-    signals.user_updated.send(current_app._get_current_object(), user=user, fields=sorted(changes), by_admin=True)
+    signals.user_updated.send(current_app._get_current_object(), user=user, fields=sorted(changes), by_admin=True,
+                              **audit)
     return user
 
 
 def delete_user(actor: User, user: User) -> None:
     """Stage a hard delete by `actor` (sessions, tokens and identities go with it)."""
+    lock_row(user)
     _check_not_self(actor, user, "delete")
     _check_may_manage(actor, user.roles, "delete this user")
     guard_last_admin(user, stays_admin=False)
-    signals.user_deleted.send(current_app._get_current_object(), user_id=user.id, email=user.email)
+    signals.user_deleted.send(current_app._get_current_object(), user_id=user.id, email=user.email,
+                              actor_id=actor.id)
     db.session.delete(user)

@@ -18,8 +18,8 @@ from ..models import AuditEvent, utcnow
 from ..schemas import header_text
 from .maintenance import delete_in_batches
 
-SAFE_DETAILS = ("reason", "fields", "by_admin", "email", "old_email", "client_id", "scopes", "blocked_seconds",
-                "all", "count", "provider")
+SAFE_DETAILS = ("reason", "fields", "by_admin", "actor_id", "roles", "email", "old_email", "client_id", "scopes",
+                "blocked_seconds", "all", "count", "provider")
 # Session ends that another event already describes are not recorded twice.
 SESSION_REASONS = {"logout": "logout", "logout_all": "logout", "session_revoked": "session_revoked",
                    "revoked": "session_revoked"}

@@ -134,6 +134,7 @@ def finish_authorization() -> dict:
     nonce; the identity's claims."""
     import requests
     from authlib.integrations.base_client import MismatchingStateError, OAuthError
+    from authlib.oauth2 import OAuth2Error
     from authlib.oidc.core import CodeIDToken
     from joserfc.errors import JoseError
 
@@ -145,7 +146,7 @@ def finish_authorization() -> dict:
                                               claims_options=_claims_options(client))
     except MismatchingStateError:
         raise APIError(400, "bad_request", "This sign-in attempt expired or did not start here. Try again.") from None
-    except OAuthError as exc:
+    except (OAuthError, OAuth2Error) as exc:  # OAuth2Error: a callback with neither a code nor an error
         if exc.error == "access_denied":
             raise APIError(403, "forbidden", "Google sign-in was cancelled.") from None
         # invalid_grant (a code used twice or expired), a provider refusal, or a callback without a code.

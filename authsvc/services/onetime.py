@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from ..database import locks_rows
 from ..errors import APIError
 from ..extensions import db
-from ..models import OneTimeToken, utcnow
+from ..models import OneTimeToken, User, utcnow
 from .tokens import hash_token, random_token
 
 VERIFY_EMAIL = "verify_email"
@@ -36,6 +37,22 @@ def issue(purpose: str, lifetime: timedelta, email: str, user_id: uuid.UUID | No
 def _live(purpose: str, token: str, now):
     return (OneTimeToken.token_hash == hash_token(token), OneTimeToken.purpose == purpose,
             OneTimeToken.used_at.is_(None), OneTimeToken.expires_at > now)
+
+
+def lock_account(token: str) -> None:
+    """Lock (PostgreSQL) the row of the account `token` was issued for, before the token is used or the account
+    read; nothing for an unknown token or one without an account.
+
+    Whatever writes an account and then voids its links (a password change, an admin's move or deactivation)
+    holds the account's row first; a link's use that then writes the account must take the two in that order
+    too, or each waits for the other (a deadlock, one of them a 503). Reading the account under the lock also
+    means a change committed meanwhile (a new address) is the one the link is checked against.
+    """
+    if not locks_rows():
+        return
+    user_id = db.session.scalar(select(OneTimeToken.user_id).where(OneTimeToken.token_hash == hash_token(token)))
+    if user_id is not None:
+        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
 def peek(purpose: str, token: str) -> OneTimeToken:

@@ -20,6 +20,7 @@ from flask_mail import Connection, Message
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
+from ..database import locks_rows
 from ..extensions import db
 from ..models import OutboxMessage, utcnow
 from . import recovery, signup, verification
@@ -127,7 +128,7 @@ def deliver_one() -> bool | None:
             _deliver(message, eml_name)
     except Exception as exc:  # noqa: BLE001 - any failure to hand over is retried later
         db.session.rollback()
-        failed = db.session.get(OutboxMessage, row_id, with_for_update=db.engine.dialect.name == "postgresql",
+        failed = db.session.get(OutboxMessage, row_id, with_for_update=locks_rows(),
                                 populate_existing=True)
         failed.attempts += 1
         failed.next_attempt_at = utcnow() + _backoff(failed.attempts)

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, select
 
 from .. import signals
-from ..database import dialect_insert
+from ..database import dialect_insert, locks_rows
 from ..errors import APIError
 from ..extensions import db
 from ..models import LoginFailure, utcnow
@@ -64,7 +64,7 @@ def failed(email: str, ip: str) -> None:
     email, ip = _key(email, ip)
     db.session.execute(_ensure_row({"email": email, "ip_address": ip, "failures": 0, "last_failure_at": now}))
     # The row lock makes concurrent failures count one by one (SQLite serialises writers anyway).
-    row = db.session.get(LoginFailure, (email, ip), with_for_update=db.engine.dialect.name == "postgresql",
+    row = db.session.get(LoginFailure, (email, ip), with_for_update=locks_rows(),
                          populate_existing=True)
     if now - row.last_failure_at > timedelta(seconds=cfg["LOGIN_FAILURE_WINDOW_SECONDS"]):
         row.failures = 0

@@ -9,6 +9,7 @@ from limits import parse_many
 from sqlalchemy import func, select
 
 from .. import signals
+from ..database import lock_row
 from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, OneTimeToken, User, utcnow
@@ -48,9 +49,11 @@ def request_email_change(user: User, new_email: str, session_id: uuid.UUID | Non
         return
     check_recent_sign_in(user.id, session_id, "change your email address")
     check_email_free(new_email)
-    _check_change_quota(user)
     # One pending change at a time: a newer request voids the older links (one a stolen session asked for, say),
-    # so the owner's own change, asked for after the notice, leaves no other behind.
+    # so the owner's own change, asked for after the notice, leaves no other behind. The account's row lock makes
+    # a request wait for one being committed, whose link it would not see yet.
+    lock_row(user)
+    _check_change_quota(user)
     onetime.invalidate(user.id, onetime.EMAIL_CHANGE)
     token = onetime.issue(onetime.EMAIL_CHANGE, _lifetime(), new_email, user.id, {"new_email": new_email})
     mail.confirm_email_change(new_email, token)
@@ -85,6 +88,7 @@ def pending_change(token: str) -> str:
 def verify(token: str, purposes: tuple[str, ...] = (onetime.VERIFY_EMAIL, onetime.EMAIL_CHANGE)) -> User:
     """Follow a confirmation link (new account or change of address, or those of `purposes`); 400
     `invalid_token` if it is not live."""
+    onetime.lock_account(token)
     row = onetime.consume_any(purposes, token)
     user = get_user(row.user_id)
     if user is None or not user.is_active:

@@ -10,7 +10,7 @@ from ...errors import APIError, OAuthError
 from ...extensions import db
 from ...schemas import IntrospectForm, RevokeForm, TokenForm, normalize_email
 from ...services import accounts, clients, sessions, tokens
-from ...limits import limit, limit_password_sign_in
+from ...limits import limit, limit_password_sign_in, posted_form_value
 from ...openapi import CLIENT, CLIENT_OPTIONAL, document
 from . import bp, client_meta
 
@@ -104,7 +104,7 @@ def _client_grant(form) -> dict:
 @document(form=TokenForm, auth=CLIENT_OPTIONAL, responses={200: "TokenResponse"},
           errors={400: ("invalid_grant", "unsupported_grant_type", "invalid_scope")})
 @limit("RATELIMIT_TOKEN")
-@limit_password_sign_in(exempt_when=lambda: request.form.get("grant_type") != "password")
+@limit_password_sign_in(exempt_when=lambda: posted_form_value("grant_type") != "password")
 def token():
     """OAuth2 token endpoint: password, refresh_token and client_credentials grants."""
     form = _form()
@@ -147,7 +147,7 @@ def _revoke_access(token_value: str) -> bool:
 
 @bp.post("/auth/introspect")
 @read_only
-@document(form=IntrospectForm, auth=CLIENT, responses={200: "Introspection"})
+@document(form=IntrospectForm, auth=CLIENT, responses={200: "Introspection"}, errors={403: "insufficient_scope"})
 def introspect():
     """RFC 7662, for service clients: whether a token is live, and what it says; dead or foreign → inactive."""
     form = _form()

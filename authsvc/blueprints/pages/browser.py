@@ -99,7 +99,10 @@ def safe_next(target: str | None) -> str:
         return "/account"
     if target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target:
         return target
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # an IPv6 bracket it cannot close ("http://[::1")
+        return "/account"
     origin = f"{parts.scheme}://{parts.netloc}".lower()
     own = urlsplit(current_app.config["PUBLIC_BASE_URL"])
     allowed = {f"{own.scheme}://{own.netloc}".lower()} | {
