@@ -187,14 +187,20 @@ def _held_in_thread(monkeypatch, name: str, request, owner=passwords.Hasher):
     return thread, box, resume
 
 
-def test_a_password_change_racing_a_reset_does_not_undo_it(app, auth, client, monkeypatch):
-    """A stolen session changing the password while the owner resets it: the change checked the current password
-    before the reset committed, and must not then overwrite the owner's new password."""
+def _signed_in_with_a_reset_link(app, auth):
+    """A signed-in user's token pair, and a live password reset link of theirs."""
     pair = auth.signed_in()
     with app.app_context():
         user_id = decode_token(pair["access_token"])["sub"]
         token = onetime.issue(onetime.PASSWORD_RESET, timedelta(hours=1), "user@example.com", uuid.UUID(user_id))
         db.session.commit()
+    return pair, token
+
+
+def test_a_password_change_racing_a_reset_does_not_undo_it(app, auth, client, monkeypatch):
+    """A stolen session changing the password while the owner resets it: the change checked the current password
+    before the reset committed, and must not then overwrite the owner's new password."""
+    pair, token = _signed_in_with_a_reset_link(app, auth)
     thread, box, resume = _held_in_thread(monkeypatch, "verify", lambda: app.test_client().post(
         "/api/v1/users/me/password", headers=auth.bearer(pair),
         json={"current_password": PASSWORD, "new_password": "the thief's passphrase 1"}))
@@ -297,11 +303,7 @@ def test_an_old_confirmation_link_racing_an_admin_moving_the_account(app, auth, 
 def test_a_reset_and_a_password_change_at_once_neither_deadlocks(app, auth, client, monkeypatch):
     """The reset uses its link and then writes the account; the change writes the account and then voids the
     account's links. In those orders the two wait for each other (PostgreSQL ends one: a 503)."""
-    pair = auth.signed_in()
-    with app.app_context():
-        user_id = decode_token(pair["access_token"])["sub"]
-        token = onetime.issue(onetime.PASSWORD_RESET, timedelta(hours=1), "user@example.com", uuid.UUID(user_id))
-        db.session.commit()
+    pair, token = _signed_in_with_a_reset_link(app, auth)
     # The reset stops while it hashes the new password: its link is used, the account not yet written.
     resetting, reset, resume = _held_in_thread(monkeypatch, "hash", lambda: app.test_client().post(
         "/api/v1/auth/password-reset/confirm", json={"token": token, "new_password": NEW}))
