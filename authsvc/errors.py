@@ -27,13 +27,18 @@ HTTP_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
-# The OAuth2 endpoints answer every error in RFC 6749 §5.2 form, those raised around their views too (the rate
-# limit, the sign-in block, the method, the body size, a dependency down): OAuth2 clients read no other shape.
+# The OAuth2 endpoints answer every error in RFC 6749 §5.2 form (an APIError with one of its codes, and those raised
+# around their views too: the rate limit, the sign-in block, the method, the body size, a dependency down): OAuth2
+# clients read no other shape.
 OAUTH_PATHS = frozenset({"/api/v1/auth/token", "/api/v1/auth/introspect", "/api/v1/auth/revoke"})
+# RFC 6749 §5.2's error codes (and RFC 6750's insufficient_scope), which those endpoints raise themselves.
+OAUTH_CODES = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                         "unsupported_grant_type", "invalid_scope", "insufficient_scope"})
 
 
 class APIError(Exception):
-    """An error answered in the contract's envelope: `{"error": {"code", "message", "fields"?}}`.
+    """An error answered in the contract's envelope: `{"error": {"code", "message", "fields"?}}` (on the OAuth2
+    endpoints, RFC 6749's `{"error": code, "error_description": message}`).
 
     `persist=True` means the changes staged before the error are part of its outcome (for example, refresh
     token reuse revokes the session and then answers 401), so the handler commits instead of rolling back.
@@ -51,14 +56,6 @@ class APIError(Exception):
         if self.fields:
             error["fields"] = self.fields
         return {"error": error}
-
-
-class OAuthError(Exception):
-    """An error of the OAuth2 endpoints, answered in RFC 6749 §5.2 form."""
-
-    def __init__(self, error: str, description: str, status: int = 400, persist: bool = False):
-        super().__init__(description)
-        self.error, self.description, self.status, self.persist = error, description, status, persist
 
 
 def validation_error(fields: dict[str, list[str]], message: str = "The request has invalid fields.") -> APIError:
@@ -107,15 +104,6 @@ def register_error_handlers(app: Flask) -> None:
         if not _wants_json() or request.path in OAUTH_PATHS:
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         return jsonify(exc.body()), exc.status, exc.headers
-
-    @app.errorhandler(OAuthError)
-    def _oauth_error(exc: OAuthError):
-        finish_transaction(exc.persist)
-        response = jsonify({"error": exc.error, "error_description": exc.description})
-        response.headers["Cache-Control"] = "no-store"
-        if exc.error == "invalid_client" and exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
-        return response, exc.status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -6,7 +6,7 @@ from flask import current_app, jsonify, request
 
 from ...database import commit_if_staged
 from ...readonly import read_only
-from ...errors import APIError, OAuthError
+from ...errors import OAUTH_CODES, APIError
 from ...extensions import db
 from ...schemas import IntrospectForm, RevokeForm, TokenForm, normalize_email
 from ...services import accounts, clients, sessions, tokens
@@ -15,21 +15,23 @@ from ...openapi import CLIENT, CLIENT_OPTIONAL, document
 from . import bp, client_meta
 
 GRANTS = ("password", "refresh_token", "client_credentials")
+# RFC 6749 §5.2: a 401 invalid_client names the authentication scheme the client should use.
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="authsvc"'}
 
 
 def _form() -> dict:
     if request.mimetype != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "Send the body as application/x-www-form-urlencoded.")
+        raise APIError(400, "invalid_request", "Send the body as application/x-www-form-urlencoded.")
     return request.form
 
 
 def _required(form, *names: str) -> list[str]:
     missing = [name for name in names if not form.get(name)]
     if missing:
-        raise OAuthError("invalid_request", f"Missing parameter: {', '.join(missing)}.")
+        raise APIError(400, "invalid_request", f"Missing parameter: {', '.join(missing)}.")
     values = [form[name] for name in names]
     if any(len(v) > 4096 or "\x00" in v for v in values):
-        raise OAuthError("invalid_request", "A parameter is malformed.")
+        raise APIError(400, "invalid_request", "A parameter is malformed.")
     return values
 
 
@@ -39,9 +41,9 @@ def _as_invalid_grant():
     try:
         yield
     except APIError as exc:
-        if exc.status >= 500 or exc.status == 429:  # a block keeps its 429 and Retry-After
+        if exc.status >= 500 or exc.status == 429 or exc.code in OAUTH_CODES:  # a block keeps its 429 and Retry-After
             raise
-        raise OAuthError("invalid_grant", exc.message, persist=exc.persist) from None
+        raise APIError(400, "invalid_grant", exc.message, persist=exc.persist) from None
 
 
 def _password_grant(form) -> dict:
@@ -74,7 +76,7 @@ def _client_credentials(form, required: bool):
     # Empty Basic credentials (Swagger UI's password flow sends them when no client is set) authenticate nobody.
     if auth is not None and auth.type == "basic" and (auth.username or auth.password):
         if form.get("client_secret"):  # RFC 6749 §2.3: one authentication method per request, never two
-            raise OAuthError("invalid_request", "Authenticate the client with HTTP Basic or the form, not both.")
+            raise APIError(400, "invalid_request", "Authenticate the client with HTTP Basic or the form, not both.")
         # RFC 6749 §2.3.1: the Basic credentials are form-urlencoded before encoding.
         client_id, secret = unquote_plus(auth.username or ""), unquote_plus(auth.password or "")
     elif form.get("client_secret") or (required and form.get("client_id")):
@@ -82,22 +84,17 @@ def _client_credentials(form, required: bool):
     elif not required:
         return None
     else:
-        raise OAuthError("invalid_client", "Client authentication is required.", status=401)
+        raise APIError(401, "invalid_client", "Client authentication is required.", headers=BASIC_CHALLENGE)
     client = clients.authenticate(client_id[:200], secret[:200])
     if client is None:
-        raise OAuthError("invalid_client", "Client authentication failed.", status=401)
+        raise APIError(401, "invalid_client", "Client authentication failed.", headers=BASIC_CHALLENGE)
     return client
 
 
 def _client_grant(form) -> dict:
     client = _client_credentials(form, required=True)
     with _as_invalid_grant():
-        try:
-            return clients.token_response(client, form.get("scope"))
-        except APIError as exc:
-            if exc.code == "invalid_scope":
-                raise OAuthError("invalid_scope", exc.message) from None
-            raise
+        return clients.token_response(client, form.get("scope"))
 
 
 @bp.post("/auth/token")
@@ -110,9 +107,9 @@ def token():
     form = _form()
     grant_type = form.get("grant_type")
     if not grant_type:
-        raise OAuthError("invalid_request", "Missing parameter: grant_type.")
+        raise APIError(400, "invalid_request", "Missing parameter: grant_type.")
     if grant_type not in GRANTS:
-        raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}.")
+        raise APIError(400, "unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}.")
     grant = {"password": _password_grant, "refresh_token": _refresh_grant, "client_credentials": _client_grant}
     pair = grant[grant_type](form)
     commit_if_staged()  # a refresh_token grant's winning rotation on PostgreSQL has committed itself
@@ -154,7 +151,7 @@ def introspect():
     client = _client_credentials(form, required=True)
     scope = current_app.config["INTROSPECTION_SCOPE"]
     if scope and scope not in client.scopes:
-        raise OAuthError("insufficient_scope", f"Introspection needs the {scope} scope.", status=403)
+        raise APIError(403, "insufficient_scope", f"Introspection needs the {scope} scope.")
     (token_value,) = _required(form, "token")
     response = jsonify(tokens.introspect(token_value, form.get("token_type_hint")))
     response.headers["Cache-Control"] = "no-store"
