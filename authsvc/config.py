@@ -144,6 +144,9 @@ class Settings(BaseModel):
     ALLOWED_REDIRECT_ORIGINS: CommaList = []
     REQUIRE_VERIFIED_EMAIL: bool = False
     TIERS: CommaList = ["free", "premium"]
+    # The tiers a person may pick when registering themselves (`tier` at /auth/register); empty: any of TIERS, as
+    # the contract has it. Apps that grant paid features by the token's `tier` list the unpaid ones here.
+    REGISTER_TIERS: CommaList = []
     TRUSTED_PROXIES: int = Field(0, ge=0, le=10)
     # Rate limits and the brute-force throttle count an IPv6 client by its /N network (one subscriber's /64 by
     # default; 128 counts each address).
@@ -161,7 +164,8 @@ class Settings(BaseModel):
     METRICS_ENABLED: bool = True
     METRICS_TOKEN: str = ""
 
-    @field_validator("CORS_ORIGINS", "ALLOWED_REDIRECT_ORIGINS", "TIERS", "SECRET_KEY_FALLBACKS", mode="before")
+    @field_validator("CORS_ORIGINS", "ALLOWED_REDIRECT_ORIGINS", "TIERS", "REGISTER_TIERS", "SECRET_KEY_FALLBACKS",
+                     mode="before")
     @classmethod
     def _split_commas(cls, value):
         if isinstance(value, str):
@@ -216,6 +220,10 @@ class Settings(BaseModel):
     def _check(self):
         if self.PASSWORD_MIN_LENGTH > self.PASSWORD_MAX_LENGTH:
             raise ValueError("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH")
+        open_tiers = set(self.REGISTER_TIERS)
+        if open_tiers and (open_tiers - set(self.TIERS) or self.TIERS[0] not in open_tiers):
+            # The first tier is what every account made without a choice gets (signup links, Google sign-in).
+            raise ValueError(f"REGISTER_TIERS must be tiers of TIERS and include the default, {self.TIERS[0]}")
         if self.MAIL_USE_TLS and self.MAIL_USE_SSL:
             raise ValueError("MAIL_USE_TLS and MAIL_USE_SSL exclude each other")
         if self.JWT_PRIVATE_KEY_FILE is not None and not os.access(self.JWT_PRIVATE_KEY_FILE, os.R_OK):

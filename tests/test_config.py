@@ -66,6 +66,8 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"PASSWORD_MIN_LENGTH": "300", "PASSWORD_MAX_LENGTH": "256"},
     {"IPV6_SOURCE_PREFIX": "16"},
     {"MAIL_USE_TLS": "true", "MAIL_USE_SSL": "true"},
+    {"REGISTER_TIERS": "platinum"},   # not a tier
+    {"REGISTER_TIERS": "premium"},    # every account made without a choice gets the first tier, free
     # Mailed links are built on it.
     {"PUBLIC_BASE_URL": "auth.example.com"},
     {"PUBLIC_BASE_URL": "ftp://auth.example.com"},

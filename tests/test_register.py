@@ -28,6 +28,15 @@ def test_register_with_tier(auth):
     assert auth.register(tier="premium").json["tier"] == "premium"
 
 
+@pytest.mark.settings(REGISTER_TIERS="free")
+def test_a_tier_not_open_to_registration_is_refused(auth, app):
+    # Apps may grant paid features by the token's tier: the person registering must not pick a paid one.
+    refused = auth.register(tier="premium")
+    assert refused.status_code == 422 and set(refused.json["error"]["fields"]) == {"tier"}
+    assert auth.register("other@example.com", tier="free").json["tier"] == "free"
+    assert auth.register("third@example.com").json["tier"] == "free"
+
+
 @pytest.mark.settings(TIERS="gold,silver")
 def test_default_tier_is_the_first_configured(auth):
     assert auth.register().json["tier"] == "gold"

@@ -38,7 +38,12 @@ def create_user(email: str, password: str | None, full_name: str = "", tier: str
 
 
 def register(email: str, password: str, full_name: str = "", tier: str | None = None) -> User:
-    """Self-service registration: stage the user and announce it."""
+    """Self-service registration: stage the user and announce it; 422 for a tier not open to it
+    (REGISTER_TIERS)."""
+    # A tier is what apps may grant paid features by: one picked by the person registering proves nothing.
+    open_tiers = current_app.config["REGISTER_TIERS"]
+    if tier is not None and open_tiers and tier not in open_tiers:
+        raise validation_error({"tier": [f"must be one of: {', '.join(open_tiers)}"]})
     user = create_user(email, password, full_name, tier)
     verification.send_verification(user)
     signals.user_registered.send(_app(), user=user)
