@@ -323,7 +323,7 @@ def load(overrides: dict | None = None) -> dict:
 
     production = settings.AUTHSVC_ENV == "production"
     if production and not settings.SECRET_KEY:
-        raise ConfigError("SECRET_KEY must be set outside development")
+        raise ConfigError("SECRET_KEY must be set in production")
     if production and len(settings.SECRET_KEY) < 32:
         raise ConfigError("SECRET_KEY must be at least 32 characters")
     if production and any(len(old) < 32 for old in settings.SECRET_KEY_FALLBACKS):

@@ -93,8 +93,9 @@ def gateway(live_server):
     nginx.stop()
 
 
-def _get(url, token=None):
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def _get(url, token=None, headers=None):
+    request = urllib.request.Request(url, headers={**({"Authorization": f"Bearer {token}"} if token else {}),
+                                                   **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -122,6 +123,19 @@ def test_nginx_auth_request(live_server, gateway):
     assert _get(gateway.url + "/admin/panel", pair["access_token"])[0] == 403
     _api(base, "/api/v1/auth/logout", {}, pair["access_token"])
     assert _get(gateway.url + "/orders", pair["access_token"])[0] == 401
+
+
+@pytest.mark.sqlite_only
+def test_nginx_admin_location_sets_every_user_header(live_server, gateway, admin):
+    # The app behind the gateway trusts X-User-*: a header the gateway does not set reaches it as the client sent it.
+    forged = {"X-User-Email": "ceo@example.com", "X-User-Roles": "admin", "X-User-Email-Verified": "false"}
+    # `admin` made the account in the shared database; the live server issues its own token (its own issuer).
+    token = _api(live_server.url, "/api/v1/auth/login", {"email": "admin@example.com", "password": PASSWORD})
+    status, echoed = _get(gateway.url + "/admin/panel", token["access_token"], forged)
+    assert status == 200 and echoed["X-User-Id"]
+    assert echoed["X-User-Email"] == "admin@example.com" and echoed["X-User-Roles"] == "admin"
+    assert echoed["X-User-Email-Verified"] == "true"  # create-admin promotes verified addresses only
+    assert _get(gateway.url + "/orders", token["access_token"], forged)[1]["X-User-Email"] == "admin@example.com"
 
 
 @pytest.mark.parametrize("stored, header", [

@@ -97,6 +97,13 @@ def test_error_responses_use_the_envelopes(spec):
     assert spec["components"]["schemas"]["Error"]["required"] == ["error"]
 
 
+def test_forward_auth_documents_the_one_refusal_it_gives(spec, client):
+    verify = spec["paths"]["/api/v1/auth/verify"]["get"]
+    assert verify["responses"]["401"]["description"] == "Unauthorized: `unauthorized`"
+    assert verify["security"] == spec["paths"]["/api/v1/users/me"]["get"]["security"]
+    assert client.get("/api/v1/auth/verify").json["error"]["code"] == "unauthorized"
+
+
 def test_response_models_describe_real_bodies(client, auth, admin, spec):
     """Spot checks with real answers; the fuzz test below checks every response it provokes."""
     pair = auth.signed_in()

@@ -17,6 +17,8 @@ from typing import Any, Callable
 # Who may call an operation (the `auth` argument of `document`).
 PUBLIC = None
 USER = "user"  # a user's access token: Bearer, or the pages' cookie plus X-CSRF-Token on unsafe methods
+# A gateway's check of a user's (or client's) token: the same credentials, but every refusal is 401 `unauthorized`.
+GATEWAY = "gateway"
 CLIENT = "client"  # a service client: HTTP Basic, or client_id/client_secret in the form
 CLIENT_OPTIONAL = "client?"  # anyone; a service client may authenticate, and then must succeed
 

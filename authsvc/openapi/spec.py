@@ -19,7 +19,7 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
-from . import CLIENT, CLIENT_OPTIONAL, PUBLIC, USER, Operation, responses
+from . import CLIENT, CLIENT_OPTIONAL, GATEWAY, PUBLIC, USER, Operation, responses
 
 REF = "#/components/schemas/{model}"
 PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -30,6 +30,7 @@ ERROR_CODES = {  # the codes an operation may answer with, by what it does; `doc
     "form": {400: ("invalid_request",), 413: ("payload_too_large",)},
     "path": {404: ("not_found",)},
     USER: {401: ("unauthorized", "token_expired", "token_revoked"), 403: ("forbidden",)},
+    GATEWAY: {401: ("unauthorized",), 403: ("forbidden",)},
     CLIENT: {401: ("invalid_client",)},
     CLIENT_OPTIONAL: {401: ("invalid_client",)},
     "limited": {429: ("rate_limited",)},
@@ -99,7 +100,7 @@ def _error_statuses(operation: Operation, has_path_arguments: bool) -> dict[int,
                "limited": operation.rate_limited, "always": True}
     kinds = [kind for kind, there in present.items() if there]
     if operation.auth is not PUBLIC:  # a permission ("users:read") is a user's token whose roles grant it
-        kinds.append(operation.auth if operation.auth in (USER, CLIENT, CLIENT_OPTIONAL) else USER)
+        kinds.append(operation.auth if operation.auth in (USER, GATEWAY, CLIENT, CLIENT_OPTIONAL) else USER)
     statuses: dict[int, list[str]] = {}
     extra = [operation.errors] + [ERROR_CODES[kind] for kind in kinds]
     for table in reversed(extra):  # implied codes first, then the view's own
@@ -148,7 +149,7 @@ def _operation_object(view, operation: Operation, endpoint: str, arguments: list
     result: dict[str, Any] = {"operationId": endpoint.rsplit(".", 1)[-1], "summary": summary.strip(),
                               "tags": [_tag(view)]}
     description = operation.description or rest.strip()
-    if operation.auth not in (PUBLIC, USER, CLIENT, CLIENT_OPTIONAL):
+    if operation.auth not in (PUBLIC, USER, GATEWAY, CLIENT, CLIENT_OPTIONAL):
         needs = f"Needs the `{operation.auth}` permission."
         description = f"{description}\n\n{needs}" if description else needs
     if description:

@@ -7,7 +7,7 @@ from flask import current_app, request
 from ...readonly import read_only
 from ...errors import error_response
 from ...extensions import limiter
-from ...openapi import USER, document
+from ...openapi import GATEWAY, document
 from ...schemas import ForwardAuthQuery
 from ...services import tokens
 from . import bp
@@ -33,7 +33,7 @@ def _presented() -> tuple[str | None, bool]:
 
 @bp.route("/auth/verify", methods=["GET", "HEAD"])
 @read_only
-@document(auth=USER, query=ForwardAuthQuery, responses={200: None}, headers={200: FORWARDED},
+@document(auth=GATEWAY, query=ForwardAuthQuery, responses={200: None}, headers={200: FORWARDED},
           rate_limited=False)
 @limiter.exempt  # every request through a gateway comes from the gateway's address: a per-address limit would
 def forward_auth():  # throttle all users together; the gateway limits its own clients
