@@ -57,13 +57,25 @@ def locks_rows() -> bool:
     return db.engine.dialect.name == "postgresql"
 
 
+def row_lock() -> dict | None:
+    """`with_for_update` for a row that other writers must wait for: FOR NO KEY UPDATE (PostgreSQL), None on SQLite."""
+    # Not FOR UPDATE: that also waits for every insert referencing the row (a foreign key's check takes FOR KEY
+    # SHARE), so a transaction holding the account's row and then voiding its links deadlocked with the mail sender
+    # voiding those links and then inserting a new one for the account.
+    return {"key_share": True} if locks_rows() else None
+
+
 def lock_row(instance) -> None:
     """Read `instance` again and lock its row until the transaction ends (PostgreSQL): a change decides from what
     it will overwrite, and one arriving meanwhile waits for this commit."""
+    from sqlalchemy import inspect
+
     from .extensions import db
 
     if locks_rows():
-        db.session.refresh(instance, with_for_update=True)
+        # Not session.refresh: it drops changes staged on the instance, and repeats the options it was loaded
+        # with (find_by_email's joined roles), and PostgreSQL refuses a row lock across that outer join.
+        db.session.get(type(instance), inspect(instance).identity, with_for_update=row_lock(), populate_existing=True)
 
 
 def dialect_insert(model):

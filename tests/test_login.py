@@ -1,6 +1,9 @@
 """POST /api/v1/auth/login and password sign-in rules."""
+import threading
+
 import jwt
 import pytest
+from sqlalchemy import event
 
 from authsvc.extensions import db
 from authsvc.models import User
@@ -17,6 +20,25 @@ def test_login_returns_token_pair(auth):
     assert set(pair) == {"access_token", "refresh_token", "token_type", "expires_in"}
     assert pair["token_type"] == "bearer" and pair["expires_in"] == 30 * 60
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_sign_in_reads_the_account_twice_with_its_roles_joined(app, auth):
+    # The hot path: the lookup, then the re-read under the lock (accounts._hash_still_current), each one statement.
+    auth.register()
+    mine, reads = threading.get_ident(), []
+
+    def seen(conn, cursor, statement, *args):
+        if threading.get_ident() == mine and statement.lstrip().startswith("SELECT") and "roles" in statement:
+            reads.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert auth.login().status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(reads) == 2 and all("FROM users" in read for read in reads), reads
 
 
 def test_login_email_is_case_insensitive(auth):

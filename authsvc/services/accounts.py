@@ -5,6 +5,7 @@ import uuid
 
 from flask import current_app, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from .. import signals
 from ..database import locks_rows
@@ -86,10 +87,12 @@ def _hash_still_current(user: User) -> bool:
     committed while the hash ran (a role taken away) must not reach the new session's access token as it was.
     """
     checked = user.password_hash
-    query = select(User).where(User.id == user.id).execution_options(populate_existing=True)
+    # The roles joined in, as find_by_email does: on the sign-in's path, one statement rather than two.
+    query = select(User).options(joinedload(User.roles)).where(User.id == user.id) \
+        .execution_options(populate_existing=True)
     if locks_rows():
-        query = query.with_for_update(of=User)
-    return db.session.scalars(query).first() is not None and user.password_hash == checked
+        query = query.with_for_update(of=User, key_share=True)  # NO KEY UPDATE: see database.row_lock
+    return db.session.scalars(query).unique().first() is not None and user.password_hash == checked
 
 
 def check_may_sign_in(user: User, keep_changes: bool = False) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import signals
-from ..database import locks_rows
+from ..database import lock_row, row_lock
 from ..errors import APIError
 from ..extensions import db
 from ..models import LinkedIdentity, User, utcnow
@@ -55,10 +55,12 @@ def sign_in(provider: str, claims: dict) -> User:
     if identity is not None:
         # Held until the commit, as a password sign-in holds it: a change that ends the user's sessions (a role
         # taken away) waits for this one, then ends its session too, rather than missing it.
-        user = db.session.get(User, identity.user_id, with_for_update=locks_rows(), populate_existing=True)
+        user = db.session.get(User, identity.user_id, with_for_update=row_lock(), populate_existing=True)
         identity.last_used_at = utcnow()
     else:
         user = find_by_email(claims["email"])
+        if user is not None:
+            lock_row(user)  # held until the commit, as above
         if user is None:
             user = create_user(claims["email"], None, claims["name"], email_verified=claims["email_verified"])
             if not user.email_verified:
@@ -130,7 +132,7 @@ def unlink(user: User, identity_id) -> None:
     if identity is None or identity.user_id != user.id:
         raise APIError(404, "not_found", "No such linked account.")
     # Lock the user's row so an unlink cannot race another unlink (or a password removal) past this check.
-    db.session.get(User, user.id, with_for_update=locks_rows(), populate_existing=True)
+    db.session.get(User, user.id, with_for_update=row_lock(), populate_existing=True)
     others = db.session.scalar(select(func.count()).select_from(LinkedIdentity).where(
         LinkedIdentity.user_id == user.id, LinkedIdentity.id != identity.id))
     if user.password_hash is None and not others:

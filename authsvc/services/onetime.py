@@ -9,8 +9,9 @@ from sqlalchemy import select, update
 from ..database import locks_rows
 from ..errors import APIError
 from ..extensions import db
-from ..models import OneTimeToken, User, utcnow
+from ..models import OneTimeToken, utcnow
 from .tokens import hash_token, random_token
+from .users import lock_account as lock_account_row
 
 VERIFY_EMAIL = "verify_email"
 EMAIL_CHANGE = "email_change"
@@ -52,7 +53,7 @@ def lock_account(token: str) -> None:
         return
     user_id = db.session.scalar(select(OneTimeToken.user_id).where(OneTimeToken.token_hash == hash_token(token)))
     if user_id is not None:
-        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+        lock_account_row(user_id)
 
 
 def peek(purpose: str, token: str) -> OneTimeToken:

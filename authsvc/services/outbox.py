@@ -101,7 +101,7 @@ def deliver_one() -> bool | None:
     query = (select(OutboxMessage)
              .where(OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now)
              .order_by(OutboxMessage.next_attempt_at).limit(1))
-    if db.engine.dialect.name == "postgresql":
+    if locks_rows():
         query = query.with_for_update(skip_locked=True)
     row = db.session.scalars(query).first()
     if row is None:

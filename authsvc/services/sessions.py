@@ -8,7 +8,6 @@ from flask import current_app
 from sqlalchemy import bindparam, func, insert, select, update
 
 from .. import signals
-from ..database import locks_rows
 from ..errors import APIError
 from ..extensions import db
 from ..models import RefreshToken, Session, User, utcnow
@@ -222,10 +221,9 @@ def revoke_session(session: Session, reason: str) -> None:
 
 def revoke_user_sessions(user_id: uuid.UUID, reason: str, keep: uuid.UUID | None = None) -> int:
     """Stage the end of every live session of a user except `keep`; return how many were ended."""
-    if locks_rows():
-        # A sign-in holds the user's row from its password check to its commit (accounts._hash_still_current):
-        # waiting for it here means the session it starts exists when the UPDATE below looks, and ends too.
-        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    # A sign-in holds the user's row from its password check to its commit (accounts._hash_still_current):
+    # waiting for it here means the session it starts exists when the UPDATE below looks, and ends too.
+    users.lock_account(user_id)
     query = update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
     if keep is not None:
         query = query.where(Session.id != keep)

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from ..database import locks_rows, row_lock
 from ..errors import APIError, validation_error
 from ..extensions import db
 from ..hotread import HotSelect
@@ -79,6 +80,13 @@ def get_user(user_id) -> User | None:
         return db.session.get(User, uuid.UUID(str(user_id)))
     except ValueError:
         return None
+
+
+def lock_account(user_id: uuid.UUID) -> None:
+    """Lock the account's row (PostgreSQL) until the transaction ends, as every writer of the account takes it
+    first: users row, then the admin role's row, then its links and sessions (database.row_lock)."""
+    if locks_rows():
+        db.session.execute(select(User.id).where(User.id == user_id).with_for_update(**row_lock()))
 
 
 def check_tier(tier: str | None, field: str = "tier") -> str:

@@ -31,6 +31,7 @@ class PageForm(FlaskForm):
 
     class Meta:
         def wrap_formdata(self, form, formdata):
+            """The posted form (not its files, nor a JSON body) when the page's form was submitted."""
             if formdata is not None and not hasattr(formdata, "getlist"):  # Flask-WTF's "take it from the request"
                 return (request.form or None) if form.is_submitted() else None
             return formdata
