@@ -203,6 +203,14 @@ def _until_a_lock_is_awaited(app, *threads, within: float = 10.0) -> bool:
     return False
 
 
+def _let_go(monkeypatch, resume, *threads):
+    """Let the held request go on, wait for every thread, and put the patched function back."""
+    resume.set()
+    for thread in threads:
+        thread.join(30)
+    monkeypatch.undo()
+
+
 def _signed_in_with_a_reset_link(app, auth):
     """A signed-in user's token pair, and a live password reset link of theirs."""
     pair = auth.signed_in()
@@ -271,10 +279,7 @@ def test_a_sign_in_holding_its_checked_account_while_a_role_is_removed(app, auth
     removing, removed = _in_background(lambda: app.test_client().patch(
         f"/api/v1/admin/users/{user_id}", headers=admin, json={"roles": []}))
     _until_a_lock_is_awaited(app, removing)  # the removal waits for the sign-in's hold on the account
-    resume.set()
-    signing_in.join(30)
-    removing.join(30)
-    monkeypatch.undo()
+    _let_go(monkeypatch, resume, signing_in, removing)
     assert removed["result"].status_code == 200
     late = box["result"]
     assert late.status_code == 200
@@ -306,10 +311,7 @@ def test_an_old_confirmation_link_racing_an_admin_moving_the_account(app, auth, 
     moving, moved = _in_background(lambda: app.test_client().patch(
         f"/api/v1/admin/users/{user_id}", headers=admin, json={"email": "moved@example.com"}))
     _until_a_lock_is_awaited(app, moving)  # the move waits for the link's hold on the account
-    resume.set()
-    following.join(30)
-    moving.join(30)
-    monkeypatch.undo()
+    _let_go(monkeypatch, resume, following, moving)
     assert moved["result"].status_code == 200
     assert followed["result"].status_code in (200, 400)
     now = client.get(f"/api/v1/admin/users/{user_id}", headers=admin).json
@@ -327,10 +329,7 @@ def test_a_reset_and_a_password_change_at_once_neither_deadlocks(app, auth, clie
         "/api/v1/users/me/password", headers=auth.bearer(pair),
         json={"current_password": PASSWORD, "new_password": "another passphrase 3"}))
     _until_a_lock_is_awaited(app, changing)  # the change waits for the reset's hold on the account
-    resume.set()
-    resetting.join(30)
-    changing.join(30)
-    monkeypatch.undo()
+    _let_go(monkeypatch, resume, resetting, changing)
     assert reset["result"].status_code == 200
     assert changed["result"].status_code == 401  # checked against the password the reset replaced
     assert auth.login(password=NEW).status_code == 200
@@ -365,10 +364,7 @@ def test_two_changes_of_address_asked_at_once_leave_one_link(app, auth, client, 
     second, second_box = _in_background(lambda: app.test_client().patch(
         "/api/v1/users/me", headers=auth.bearer(pair), json={"email": "second@example.com"}))
     _until_a_lock_is_awaited(app, second)  # the second request waits for the first's hold on the account
-    resume.set()
-    thread.join(30)
-    second.join(30)
-    monkeypatch.undo()
+    _let_go(monkeypatch, resume, thread, second)
     assert box["result"].status_code == second_box["result"].status_code == 200
     with app.app_context():
         live = db.session.scalars(select(OneTimeToken.email).where(
@@ -408,10 +404,7 @@ def test_a_reset_link_used_while_a_newer_one_is_composed_neither_deadlocks(app, 
 
     composing, composed = _in_background(compose)
     _until_a_lock_is_awaited(app, composing)
-    resume.set()
-    resetting.join(30)
-    composing.join(30)
-    monkeypatch.undo()
+    _let_go(monkeypatch, resume, resetting, composing)
     assert composed["result"] is None, composed["result"]
     # The older link was voided by the newer one (400), or used first (200): never a 503.
     assert reset["result"].status_code in (200, 400), reset["result"].json
