@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import current_app, request
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -106,10 +106,9 @@ def check_may_sign_in(user: User, keep_changes: bool = False) -> None:
                        persist=keep_changes)
 
 
-def _check_current_password(user: User, password: str) -> None:
+def _check_current_password(user: User, password: str, source_ip: str) -> None:
     # A password check like a sign-in's, so it gets the sign-in's brute-force throttle per (account, source): a
     # stolen session must not be a way to guess the password (and so keep the account) outside it.
-    source_ip = request.remote_addr or ""
     failed_before = throttle.check(user.email, source_ip)
     ok, _ = passwords.hasher().verify(user.password_hash, password)
     # As at sign-in: a reset (or another change) committed while the hash ran must not be overwritten by a
@@ -148,17 +147,18 @@ def set_password(user: User, new_password: str, keep_session: uuid.UUID | None, 
     signals.password_changed.send(_app(), user=user, reason=reason)
 
 
-def change_password(user: User, current_password: str, new_password: str, session_id: uuid.UUID) -> None:
-    """Change a signed-in user's password after checking the current one; other sessions end."""
-    _check_current_password(user, current_password)
+def change_password(user: User, current_password: str, new_password: str, session_id: uuid.UUID,
+                    source_ip: str) -> None:
+    """Change a signed-in user's password after checking the current one (from `source_ip`); other sessions end."""
+    _check_current_password(user, current_password, source_ip)
     if passwords.normalized(new_password) == passwords.normalized(current_password):
         raise validation_error({"new_password": ["must differ from the current password"]})
     set_password(user, new_password, keep_session=session_id, reason="password_changed")
 
 
-def deactivate(user: User, password: str) -> None:
-    """Deactivate the caller's own account after checking the password; every session ends."""
-    _check_current_password(user, password)
+def deactivate(user: User, password: str, source_ip: str) -> None:
+    """Deactivate the caller's own account after checking the password (from `source_ip`); every session ends."""
+    _check_current_password(user, password, source_ip)
     guard_last_admin(user, stays_admin=False)
     user.is_active = False
     user.updated_at = utcnow()

@@ -9,7 +9,7 @@ from ...schemas import DeleteAccountIn, PasswordChangeIn, ProfileIn, parse
 from ...services import accounts, users
 from ...limits import limit, limit_mail_per_address, new_address
 from ...openapi import USER, document
-from . import bp
+from . import bp, client_meta
 
 
 @bp.get("/users/me")
@@ -47,7 +47,7 @@ def update_me():
 def delete_me():
     """Deactivate the caller's account after checking the password → 204."""
     body = parse(DeleteAccountIn)
-    accounts.deactivate(g.user, body.password)
+    accounts.deactivate(g.user, body.password, client_meta()[1])
     db.session.commit()
     return "", 204
 
@@ -59,6 +59,6 @@ def delete_me():
 def change_password():
     """Change the password; every other session ends → 204."""
     body = parse(PasswordChangeIn)
-    accounts.change_password(g.user, body.current_password, body.new_password, g.session_id)
+    accounts.change_password(g.user, body.current_password, body.new_password, g.session_id, client_meta()[1])
     db.session.commit()
     return "", 204

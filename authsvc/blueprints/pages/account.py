@@ -1,5 +1,5 @@
 """The account page: profile, email change, resend verification, sessions, password."""
-from flask import flash, g, redirect, url_for
+from flask import flash, g, redirect, request, url_for
 
 from ...errors import APIError, finish_transaction
 from ...extensions import db
@@ -89,7 +89,8 @@ def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
         try:
-            accounts.change_password(g.user, form.current_password.data, form.new_password.data, g.session_id)
+            accounts.change_password(g.user, form.current_password.data, form.new_password.data, g.session_id,
+                                     request.remote_addr or "")
         except APIError as exc:
             finish_transaction(exc.persist)  # a failed password check is counted (the throttle)
             form_errors(form, exc, default_field="current_password")
