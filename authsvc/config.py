@@ -261,6 +261,10 @@ def _check_production(settings: Settings) -> None:
     if not settings.DATABASE_URL:
         # The embedded SQLite file would be one host's private database: an instance added later starts empty.
         raise ConfigError("DATABASE_URL must be set in production (the SQLite file under instance/ is for development)")
+    if "PUBLIC_BASE_URL" not in settings.model_fields_set:
+        # Its default is the development server's address: every mailed link would lead there, and tokens would
+        # name it as their issuer.
+        raise ConfigError("PUBLIC_BASE_URL must be set in production (where browsers reach the service)")
     if _is_loopback(urlsplit(settings.PUBLIC_BASE_URL).hostname):
         return
     if not settings.PUBLIC_BASE_URL.startswith("https://"):

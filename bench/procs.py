@@ -244,6 +244,7 @@ def service_env(base_env: dict, database_url: str, secret: str, instance: Path, 
            if k not in Settings.model_fields and not k.startswith("GUNICORN_")}
     env.update(AUTHSVC_ENV="production", SECRET_KEY=secret, DATABASE_URL=database_url,
                RATELIMIT_ENABLED="false", INSTANCE_PATH=str(instance), GUNICORN_BIND=f"127.0.0.1:{port}",
+               PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                PYTHONUNBUFFERED="1")
     return env
 

@@ -34,7 +34,7 @@ class Gunicorn:
         """Start and wait until /healthz answers; raise with the log's tail if it does not."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_", "GOOGLE_"))}
         env.update({"GUNICORN_BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(self.workers),
-                    **{k: str(v) for k, v in self.settings.items()}})
+                    "PUBLIC_BASE_URL": self.url, **{k: str(v) for k, v in self.settings.items()}})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -78,6 +78,7 @@ def test_postgres_urls_use_psycopg(tmp_path, url):
     {"PUBLIC_BASE_URL": "https://[::1"},
     # Production refuses the development conveniences: the instance's own SQLite file, http links, http cookies.
     {**PRODUCTION, "DATABASE_URL": ""},
+    {key: value for key, value in PRODUCTION.items() if key != "PUBLIC_BASE_URL"},   # the development address
     {**PRODUCTION, "PUBLIC_BASE_URL": "http://auth.example.com"},
     {**PRODUCTION, "PUBLIC_BASE_URL": "http://10.0.0.5:8000"},
     {**PRODUCTION, "COOKIE_SECURE": "false"},

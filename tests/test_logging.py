@@ -158,7 +158,8 @@ def test_json_lines_write_any_extra_and_the_traceback(log_lines):
 ])
 def test_log_format_follows_the_environment_unless_set(tmp_path, settings, expected):
     cfg = load({"INSTANCE_PATH": str(tmp_path), "SECRET_KEY": TEST_SETTINGS["SECRET_KEY"],
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", **settings})
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "PUBLIC_BASE_URL": "https://auth.example.com",
+                **settings})
     assert cfg["LOG_FORMAT"] == expected
 
 

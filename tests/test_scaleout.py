@@ -28,8 +28,9 @@ def redis_url():
 
 
 def _settings(database_url, redis_url, tmp_path, **extra) -> dict:
+    # One public address for every instance, as behind a load balancer: the tokens' issuer is the same on each.
     return {"AUTHSVC_ENV": "production", "SECRET_KEY": SECRET, "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path), "COOKIE_SECURE": "false",
+            "PUBLIC_BASE_URL": "http://127.0.0.1", "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path), "COOKIE_SECURE": "false",
             "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "1024", "MAIL_WORKER": "false",
             "RATELIMIT_LOGIN": "1000/minute", "RATELIMIT_REFRESH": "1000/minute",
             "RATELIMIT_PROFILE_READ": "10000/minute", "SIGNING_KEY_CACHE_SECONDS": "2",
