@@ -77,10 +77,11 @@ def user_token_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
         # Through the token-check memory: the same verification and revocation check Flask-JWT-Extended runs.
-        claims = tokens.live_access_claims(tokens.bearer_token(request.headers.get("Authorization", "")))
+        bearer = tokens.bearer_token(request.headers.get("Authorization", ""))
+        claims = tokens.live_access_claims(bearer)
         if claims is None:  # no Bearer token, a cookie, or a refusal: Flask-JWT-Extended decides, and says why
             csrf = request.headers.get("X-CSRF-Token", "")
-            if not csrf.isascii() and tokens.bearer_token(request.headers.get("Authorization", "")) is None:
+            if not csrf.isascii() and bearer is None:
                 # Flask-JWT-Extended compares it with compare_digest, which raises on non-ASCII text. Without a Bearer
                 # token (no Authorization header, or one of another scheme) it reads the cookie and compares.
                 raise APIError(403, "forbidden", "The CSRF token is missing or does not match.")

@@ -258,6 +258,12 @@ def _is_loopback(host: str) -> bool:
 def _check_production(settings: Settings) -> None:
     """Refuse the development conveniences that are unsafe in front of the public; a loopback PUBLIC_BASE_URL
     (trying the production set-up on one machine) may still use http."""
+    if not settings.SECRET_KEY:
+        raise ConfigError("SECRET_KEY must be set in production")
+    if len(settings.SECRET_KEY) < 32:
+        raise ConfigError("SECRET_KEY must be at least 32 characters")
+    if any(len(old) < 32 for old in settings.SECRET_KEY_FALLBACKS):
+        raise ConfigError("SECRET_KEY_FALLBACKS: each must be at least 32 characters")
     if not settings.DATABASE_URL:
         # The embedded SQLite file would be one host's private database: an instance added later starts empty.
         raise ConfigError("DATABASE_URL must be set in production (the SQLite file under instance/ is for development)")
@@ -325,14 +331,7 @@ def load(overrides: dict | None = None) -> dict:
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"{where}: {first['msg']}") from None
 
-    production = settings.AUTHSVC_ENV == "production"
-    if production and not settings.SECRET_KEY:
-        raise ConfigError("SECRET_KEY must be set in production")
-    if production and len(settings.SECRET_KEY) < 32:
-        raise ConfigError("SECRET_KEY must be at least 32 characters")
-    if production and any(len(old) < 32 for old in settings.SECRET_KEY_FALLBACKS):
-        raise ConfigError("SECRET_KEY_FALLBACKS: each must be at least 32 characters")
-    if production:
+    if settings.AUTHSVC_ENV == "production":
         _check_production(settings)
 
     instance = settings.INSTANCE_PATH.resolve()

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from .. import signals
-from ..database import locks_rows
+from ..database import locks_rows, row_lock
 from ..errors import APIError, validation_error
 from ..extensions import db
 from ..models import ADMIN_ROLE, User, utcnow
@@ -91,7 +91,7 @@ def _hash_still_current(user: User) -> bool:
     query = select(User).options(joinedload(User.roles)).where(User.id == user.id) \
         .execution_options(populate_existing=True)
     if locks_rows():
-        query = query.with_for_update(of=User, key_share=True)  # NO KEY UPDATE: see database.row_lock
+        query = query.with_for_update(of=User, **row_lock())
     return db.session.scalars(query).unique().first() is not None and user.password_hash == checked
 
 

@@ -132,7 +132,7 @@ def unlink(user: User, identity_id) -> None:
     if identity is None or identity.user_id != user.id:
         raise APIError(404, "not_found", "No such linked account.")
     # Lock the user's row so an unlink cannot race another unlink (or a password removal) past this check.
-    db.session.get(User, user.id, with_for_update=row_lock(), populate_existing=True)
+    lock_row(user)
     others = db.session.scalar(select(func.count()).select_from(LinkedIdentity).where(
         LinkedIdentity.user_id == user.id, LinkedIdentity.id != identity.id))
     if user.password_hash is None and not others:

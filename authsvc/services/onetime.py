@@ -11,7 +11,7 @@ from ..errors import APIError
 from ..extensions import db
 from ..models import OneTimeToken, utcnow
 from .tokens import hash_token, random_token
-from .users import lock_account as lock_account_row
+from .users import lock_account
 
 VERIFY_EMAIL = "verify_email"
 EMAIL_CHANGE = "email_change"
@@ -40,7 +40,7 @@ def _live(purpose: str, token: str, now):
             OneTimeToken.used_at.is_(None), OneTimeToken.expires_at > now)
 
 
-def lock_account(token: str) -> None:
+def lock_owner(token: str) -> None:
     """Lock (PostgreSQL) the row of the account `token` was issued for, before the token is used or the account
     read; nothing for an unknown token or one without an account.
 
@@ -53,7 +53,7 @@ def lock_account(token: str) -> None:
         return
     user_id = db.session.scalar(select(OneTimeToken.user_id).where(OneTimeToken.token_hash == hash_token(token)))
     if user_id is not None:
-        lock_account_row(user_id)
+        lock_account(user_id)
 
 
 def peek(purpose: str, token: str) -> OneTimeToken:

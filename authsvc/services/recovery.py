@@ -36,7 +36,7 @@ def check_link(token: str) -> None:
 
 def confirm_reset(token: str, new_password: str) -> User:
     """Set a new password through a reset link; every session of the user ends."""
-    onetime.lock_account(token)
+    onetime.lock_owner(token)
     row = onetime.peek(onetime.PASSWORD_RESET, token)
     user = get_user(row.user_id)
     # A link works only for the address it was mailed to: following it proves that mailbox, and no other.

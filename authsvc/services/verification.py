@@ -88,7 +88,7 @@ def pending_change(token: str) -> str:
 def verify(token: str, purposes: tuple[str, ...] = (onetime.VERIFY_EMAIL, onetime.EMAIL_CHANGE)) -> User:
     """Follow a confirmation link (new account or change of address, or those of `purposes`); 400
     `invalid_token` if it is not live."""
-    onetime.lock_account(token)
+    onetime.lock_owner(token)
     row = onetime.consume_any(purposes, token)
     user = get_user(row.user_id)
     if user is None or not user.is_active:
