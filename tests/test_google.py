@@ -360,10 +360,47 @@ def test_the_providers_keys_are_fetched_again_once_they_are_old(google, monkeypa
     cached["jwks"] = {**cached["jwks"], "as_fetched_before": True}
     assert google.exchange(google.id_token("keys@example.com")).status_code == 200
     assert cached["jwks"].get("as_fetched_before")  # still the cached set: nothing fetched for nothing
-    later = clock.monotonic() + service.JWKS_MAX_AGE_SECONDS + 1
+    later = clock.monotonic() + service.PROVIDER_MAX_AGE_SECONDS + 1
     monkeypatch.setattr(service, "monotonic", lambda: later)
     assert google.exchange(google.id_token("keys@example.com")).status_code == 200
     assert "as_fetched_before" not in cached["jwks"]
+
+
+def _an_hour_on(monkeypatch):
+    """Move the Google service's clock past the age at which it fetches the provider's documents again."""
+    import time as clock
+
+    from authsvc.services import google as service
+
+    later = clock.monotonic() + service.PROVIDER_MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(service, "monotonic", lambda: later)
+
+
+def test_the_discovery_document_is_fetched_again_once_it_is_old(google, monkeypatch):
+    """Authlib keeps the discovery document for the process's life: a field the provider changes must be followed."""
+    from authsvc.services import google as service
+
+    assert google.exchange(google.id_token("doc@example.com")).status_code == 200
+    cached = google.app.extensions[service.EXTENSION].server_metadata
+    issuer = cached["issuer"]
+    cached["issuer"] = issuer + "/as-it-was"  # as if the provider had since moved its issuer to the real one
+    assert google.exchange(google.id_token("doc@example.com")).json["error"]["code"] == "invalid_credentials"
+    _an_hour_on(monkeypatch)
+    assert google.exchange(google.id_token("doc@example.com")).status_code == 200
+    assert cached["issuer"] == issuer
+
+
+def test_a_failed_refresh_of_the_discovery_document_keeps_the_one_we_had(google, monkeypatch, caplog):
+    """The provider briefly unreachable when the document is due: sign-in goes on with the document fetched before."""
+    from authsvc.services import google as service
+
+    assert google.exchange(google.id_token("doc@example.com")).status_code == 200
+    client = google.app.extensions[service.EXTENSION]
+    # Authlib's own attribute: where the document is fetched from, pointed at a port nothing listens on.
+    monkeypatch.setattr(client, "_server_metadata_url", f"http://127.0.0.1:{free_port()}/.well-known/x")
+    _an_hour_on(monkeypatch)
+    assert google.exchange(google.id_token("doc@example.com")).status_code == 200
+    assert "discovery document" in caplog.text and "_loaded_at" in client.server_metadata
 
 
 def test_routes_404_and_no_button_when_not_configured(client):

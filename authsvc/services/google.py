@@ -11,12 +11,15 @@ them (about 10 MB per worker).
 """
 from __future__ import annotations
 
+import logging
 from time import monotonic
 
 from flask import Flask, current_app, redirect
 
 from ..errors import APIError
 from ..schemas import normalize_email
+
+log = logging.getLogger(__name__)
 
 PROVIDER = "google"
 # Public-key algorithms only: an HMAC algorithm would let anyone who knows the provider's public key forge.
@@ -30,11 +33,12 @@ GOOGLE_MAIL_DOMAINS = {"gmail.com", "googlemail.com"}
 # The discovery document's fields we use; without them the provider is as good as unreachable.
 METADATA_FIELDS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 EXTENSION = "authsvc.google"
-# Authlib keeps the key set for the life of the process, and fetches it again only for a kid it does not know: a
-# key the provider withdraws (Google rotates its keys and asks clients to follow its Cache-Control) would stay
-# trusted until a restart. Refetched at least this often.
-JWKS_MAX_AGE_SECONDS = 3600
-JWKS_FETCHED = EXTENSION + ".jwks_fetched"
+# Authlib keeps the discovery document and the key set for the life of the process, and fetches the keys again
+# only for a kid it does not know: a key the provider withdraws (Google rotates its keys and asks clients to follow
+# its Cache-Control, an hour for both) would stay trusted, and a moved endpoint stay used, until a restart. Each is
+# fetched again once this old.
+PROVIDER_MAX_AGE_SECONDS = 3600
+FETCHED = EXTENSION + ".fetched"  # when this process last fetched the "metadata" and the "jwks" (monotonic)
 
 
 def init_app(app: Flask) -> None:
@@ -72,28 +76,42 @@ def _client():
 
 
 def _metadata(client) -> dict:
-    """The provider's discovery document, checked; 503 `unavailable` if it cannot be had or lacks what we use.
-    A bad document is not kept: Authlib would otherwise cache it until the process restarts."""
+    """The provider's discovery document, checked, and fetched again once PROVIDER_MAX_AGE_SECONDS old; 503
+    `unavailable` if it cannot be had or lacks what we use. A bad document is not kept (Authlib would keep it until
+    the process restarts); a refresh that fails keeps the good one we had, until the next try."""
     import requests
 
+    cached = client.server_metadata
+    previous = None
+    if "_loaded_at" in cached and _age("metadata") > PROVIDER_MAX_AGE_SECONDS:
+        previous = dict(cached)
+        del cached["_loaded_at"]  # Authlib's mark of a loaded document: without it, it loads again
+    fetching = "_loaded_at" not in cached
     try:
         metadata = client.load_server_metadata()
+        usable = all(isinstance(metadata.get(k), str) and metadata[k] for k in METADATA_FIELDS)
     except (requests.RequestException, ValueError, TypeError, AttributeError):  # unreachable, not JSON, not an object
-        raise _unavailable() from None
-    if not all(isinstance(metadata.get(k), str) and metadata[k] for k in METADATA_FIELDS):
-        metadata.pop("_loaded_at", None)  # Authlib's mark of a loaded document: without it, it loads again
-        raise _unavailable()
-    return metadata
+        usable = False
+    if usable:
+        if fetching:
+            _fetched("metadata")
+        return metadata
+    if previous is not None:
+        log.warning("could not refresh the OpenID provider's discovery document; keeping the one fetched before")
+        cached.clear()
+        cached.update(previous)
+        _fetched("metadata")
+        return cached
+    cached.pop("_loaded_at", None)
+    raise _unavailable()
 
 
 def _jwks(client, force: bool = False) -> dict:
-    """The provider's key set (Authlib caches it; fetched again once JWKS_MAX_AGE_SECONDS old), checked to be
+    """The provider's key set (Authlib caches it; fetched again once PROVIDER_MAX_AGE_SECONDS old), checked to be
     one; 503 `unavailable` otherwise."""
     import requests
 
-    fetched = current_app.extensions.setdefault(JWKS_FETCHED, {"at": None})
-    if fetched["at"] is None or monotonic() - fetched["at"] > JWKS_MAX_AGE_SECONDS:
-        force = True
+    force = force or _age("jwks") > PROVIDER_MAX_AGE_SECONDS
     try:
         keys = client.fetch_jwk_set(force=force)
     except (requests.RequestException, ValueError, TypeError, RuntimeError):
@@ -102,8 +120,19 @@ def _jwks(client, force: bool = False) -> dict:
         client.server_metadata.pop("jwks", None)  # where Authlib keeps the key set it fetched
         raise _unavailable()
     if force:
-        fetched["at"] = monotonic()
+        _fetched("jwks")
     return keys
+
+
+def _age(what: str) -> float:
+    """Seconds since this process last fetched the provider's `what` ("metadata" or "jwks"); infinite if never."""
+    at = current_app.extensions.get(FETCHED, {}).get(what)
+    return float("inf") if at is None else monotonic() - at
+
+
+def _fetched(what: str) -> None:
+    """Note that the provider's `what` was fetched just now."""
+    current_app.extensions.setdefault(FETCHED, {})[what] = monotonic()
 
 
 def _unavailable() -> APIError:
