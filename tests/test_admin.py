@@ -284,3 +284,53 @@ def test_the_last_admin_cannot_deactivate_their_own_account(client, admin):
     assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
     _make(client, admin, "second@example.com", roles=["admin"])
     assert client.delete("/api/v1/users/me", json={"password": PASSWORD}, headers=admin).status_code == 204
+
+
+@pytest.mark.parametrize("other", ["an editor", "a disabled admin"])
+def test_only_active_admins_count_against_removing_the_last_one(client, admin, other):
+    """Holders of other roles, or admins whose account is disabled, leave the last active admin in place."""
+    made = _make(client, admin, "other@example.com", roles=["editor" if other == "an editor" else "admin"])
+    if other == "a disabled admin":
+        assert client.patch(f"{USERS}/{made['id']}", json={"is_active": False}, headers=admin).status_code == 200
+    me = client.get("/api/v1/users/me", headers=admin).json
+    response = client.patch(f"{USERS}/{me['id']}", json={"roles": []}, headers=admin)
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    assert client.get(f"{USERS}/{me['id']}", headers=admin).json["roles"] == ["admin"]
+
+
+@pytest.mark.parametrize("change", [
+    {"full_name": "Renamed"}, {"tier": "premium"}, {"roles": ["editor"]}, {"email_verified": True},
+    {"email": "U@Example.com"},  # the address it has, as a form sends it back
+])
+def test_a_change_that_takes_nothing_away_ends_no_session(auth, client, admin, change):
+    """Only a change that withdraws something (a role, the address, its verification, the account) signs out."""
+    user = _make(client, admin, "u@example.com", email_verified=True)
+    pair = auth.login("u@example.com").json
+    changed = client.patch(f"{USERS}/{user['id']}", json=change, headers=admin)
+    assert changed.status_code == 200 and changed.json["email_verified"] is True
+    assert client.get("/api/v1/auth/verify", headers=auth.bearer(pair)).status_code == 200
+    assert auth.refresh(pair["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("by", ["an admin", "the user"])
+def test_enabling_an_account_again_does_not_revive_its_sessions(auth, client, admin, by):
+    """Deactivation ends the sessions for good: enabling the account again needs a new sign-in."""
+    user = _make(client, admin, "u@example.com")
+    pair = auth.login("u@example.com").json
+    if by == "the user":
+        deactivated = client.delete("/api/v1/users/me", json={"password": PASSWORD}, headers=auth.bearer(pair))
+        assert deactivated.status_code == 204
+    else:
+        assert client.patch(f"{USERS}/{user['id']}", json={"is_active": False}, headers=admin).status_code == 200
+    assert client.patch(f"{USERS}/{user['id']}", json={"is_active": True}, headers=admin).status_code == 200
+    assert client.get("/api/v1/users/me", headers=auth.bearer(pair)).json["error"]["code"] == "token_revoked"
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"
+    assert auth.login("u@example.com").status_code == 200
+
+
+def test_an_admin_moving_an_account_ends_its_sessions(auth, client, admin):
+    """The refresh tokens die with the access tokens, which carry the address the account no longer has."""
+    user = _make(client, admin, "u@example.com")
+    pair = auth.login("u@example.com").json
+    assert client.patch(f"{USERS}/{user['id']}", json={"email": "moved@example.com"}, headers=admin).status_code == 200
+    assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"

@@ -116,3 +116,22 @@ def test_admin_changes_to_users_name_the_admin_and_what_changed(auth, client, ad
         "by_admin": True, "actor_id": admin_id, "fields": ["email", "roles"], "roles": ["admin"],
         "old_email": "m@example.com", "email": "n@example.com"}
     assert events["user_deleted"]["details"] == {"actor_id": admin_id, "email": "n@example.com"}
+
+
+def test_the_mailed_link_flows_are_audited(auth, client, admin, outbox):
+    """A password reset, and a confirmed change of address with the address it left, are in the trail."""
+    from .test_email_flows import _mail_to, _token
+
+    pair = auth.signed_in()
+    client.patch("/api/v1/users/me", json={"email": "moved@example.com"}, headers=auth.bearer(pair))
+    change = _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/confirm-email-change")
+    assert client.post("/api/v1/auth/verify-email", json={"token": change}).status_code == 200
+    client.post("/api/v1/auth/password-reset/request", json={"email": "moved@example.com"})
+    reset = _token(_mail_to(outbox, "moved@example.com", "Reset"), "/password-reset")
+    assert client.post("/api/v1/auth/password-reset/confirm",
+                       json={"token": reset, "new_password": "new passphrase 8x"}).status_code == 200
+    user_id = client.get("/api/v1/admin/users?q=moved@", headers=admin).json["items"][0]["id"]
+    events = [(e["event"], e["details"]) for e in _events(client, admin, user_id=user_id)["items"]]
+    for expected in [("email_changed", {"old_email": "user@example.com"}), ("email_verified", {}),
+                     ("password_reset", {}), ("password_changed", {"reason": "password_reset"})]:
+        assert expected in events

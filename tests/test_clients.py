@@ -1,5 +1,6 @@
 """Service clients: client_credentials, introspection (RFC 7662) and revocation (RFC 7009) with client auth."""
 import base64
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -191,3 +192,19 @@ def test_revoke_with_wrong_client_credentials_is_refused(auth, client):
     response = client.post(REVOKE, data={"token": pair["refresh_token"], "client_id": "svc_x", "client_secret": "no"})
     assert response.status_code == 401
     assert auth.refresh(pair["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("scopes", [["has space"], [""], ["reports", "naïve"], ["a,b"]])
+def test_malformed_scopes_are_refused(client, admin, scopes):
+    """A client gets only well-formed scopes: they travel space-separated in its tokens."""
+    response = client.post("/api/v1/admin/clients", json={"name": "svc", "scopes": scopes}, headers=admin)
+    assert response.status_code == 422 and response.json["error"]["code"] == "validation_error"
+    assert client.get("/api/v1/admin/clients", headers=admin).json == []
+
+
+@pytest.mark.parametrize("client_id", [str(uuid.uuid4()), "nope"])
+def test_deleting_an_unknown_client_is_404(client, admin, service, client_id):
+    """An unknown (or malformed) client id is a 404 that deletes nothing."""
+    response = client.delete(f"/api/v1/admin/clients/{client_id}", headers=admin)
+    assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+    assert [c["client_id"] for c in client.get("/api/v1/admin/clients", headers=admin).json] == [service[0]]

@@ -292,6 +292,8 @@ def test_mail_requests_do_the_same_work_for_every_address(app, auth, client, out
         assert db.session.query(OneTimeToken).count() == tokens_before
         mail_outbox.flush()
         mail_outbox.flush()
+        # Composed without an error (a request is composed in the sender, where a failure is only retried).
+        assert not db.session.scalars(select(OutboxMessage).where(OutboxMessage.last_error.is_not(None))).all()
     sent_to = {m["To"] for m in outbox.messages}
     if path == "/signup":
         assert sent_to == {"known@example.com", "unknown@example.com"}  # a notice, and a signup link
@@ -445,3 +447,188 @@ def test_production_never_logs_mail_bodies(app, auth, client, caplog):
     folder = Path(app.config["INSTANCE_PATH"]) / "outbox"
     for path in [folder, *folder.glob("*.eml")]:
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def _links(auth, client, outbox) -> dict:
+    """One live link of each purpose, all mailed for user@example.com (signup: for new@example.com)."""
+    pair = auth.signed_in()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    client.post(f"{API}/signup", json={"email": "new@example.com"})
+    client.patch("/api/v1/users/me", json={"email": "moved@example.com"}, headers=auth.bearer(pair))
+    return {
+        "verify": _token(_mail_to(outbox, "user@example.com", "Confirm"), "/verify-email"),
+        "reset": _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset"),
+        "signup": _token(_mail_to(outbox, "new@example.com", "Finish"), "/signup/complete"),
+        "change": _token(_mail_to(outbox, "moved@example.com", "Confirm"), "/confirm-email-change"),
+    }
+
+
+USES = {"verify": ("/verify-email", {}), "change": ("/verify-email", {}),
+        "reset": ("/password-reset/confirm", {"new_password": NEW}), "signup": ("/signup/complete", {"password": NEW})}
+
+
+@pytest.mark.parametrize("kind, used_as", [
+    ("verify", "reset"), ("verify", "signup"), ("reset", "verify"), ("reset", "signup"), ("signup", "verify"),
+    ("signup", "reset"), ("change", "reset"), ("change", "signup"),
+])
+def test_a_link_works_only_for_its_own_flow(auth, client, outbox, kind, used_as):
+    """A link mailed for one flow is refused by every other one, and stays usable for its own."""
+    token = _links(auth, client, outbox)[kind]
+    path, extra = USES[used_as]
+    refused = client.post(API + path, json={"token": token, **extra})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+    path, extra = USES[kind]
+    assert client.post(API + path, json={"token": token, **extra}).status_code in (200, 201)
+
+
+def test_a_new_reset_link_voids_only_the_accounts_older_reset_links(auth, client, outbox):
+    """Asking for a reset leaves the account's confirmation link, and every other account's reset link, alive."""
+    auth.register("other@example.com")
+    client.post(f"{API}/password-reset/request", json={"email": "other@example.com"})
+    others = _token(_mail_to(outbox, "other@example.com", "Reset"), "/password-reset")
+    auth.register()
+    confirm = _token(_mail_to(outbox, "user@example.com", "Confirm"), "/verify-email")
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    _mail_to(outbox, "user@example.com", "Reset")
+    assert client.post(f"{API}/verify-email", json={"token": confirm}).status_code == 200
+    assert client.post(f"{API}/password-reset/confirm", json={"token": others, "new_password": NEW}).status_code == 200
+
+
+def test_a_password_reset_confirms_the_address(auth, client, outbox):
+    """Following a reset link proves the mailbox, as the confirmation link would."""
+    auth.register()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    reset = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    response = client.post(f"{API}/password-reset/confirm", json={"token": reset, "new_password": NEW})
+    assert response.status_code == 200 and response.json["email_verified"] is True
+
+
+def test_a_reset_link_of_a_disabled_account_is_refused(app, auth, client, outbox):
+    """Even if the account was disabled by a path that forgot to void the link (here, SQL by hand)."""
+    from authsvc.models import User
+
+    auth.register()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    reset = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    with app.app_context():
+        db.session.scalars(select(User)).one().is_active = False
+        db.session.commit()
+    response = client.post(f"{API}/password-reset/confirm", json={"token": reset, "new_password": NEW})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_token"
+
+
+@pytest.mark.settings(MAIL_WORKER=False)  # delivered by hand below
+@pytest.mark.parametrize("path, state", [
+    ("/password-reset/request", "disabled"), ("/verify-email/resend", "disabled"), ("/verify-email/resend", "verified"),
+])
+def test_no_link_goes_to_an_account_that_has_no_use_for_it(app, auth, client, outbox, path, state):
+    """A disabled account is mailed no reset or confirmation link, a confirmed one no confirmation link."""
+    from authsvc.models import User
+    from authsvc.services import outbox as mail_outbox
+
+    auth.register()
+    with app.app_context():
+        user = db.session.scalars(select(User)).one()
+        user.is_active, user.email_verified = state != "disabled", state == "verified"
+        db.session.query(OutboxMessage).delete()  # the registration's confirmation
+        db.session.commit()
+    client.post(API + path, json={"email": "user@example.com"})
+    with app.app_context():
+        mail_outbox.flush()
+        mail_outbox.flush()
+        request = db.session.scalars(select(OutboxMessage)).one()  # the request, composed into nothing
+        assert request.sent_at is not None and request.last_error is None
+    assert not outbox.messages
+
+
+def test_a_disabled_account_cannot_confirm_its_address(auth, client, admin, outbox):
+    """Disabling voids the reset and change-of-address links; a confirmation link still mailed is refused."""
+    auth.register()
+    confirm = _token(_mail_to(outbox, "user@example.com", "Confirm"), "/verify-email")
+    user_id = client.get("/api/v1/admin/users", query_string={"q": "user@"}, headers=admin).json["items"][0]["id"]
+    assert client.patch(f"/api/v1/admin/users/{user_id}", json={"is_active": False}, headers=admin).status_code == 200
+    refused = client.post(f"{API}/verify-email", json={"token": confirm})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+    assert client.get(f"/api/v1/admin/users/{user_id}", headers=admin).json["email_verified"] is False
+
+
+def test_a_reset_link_stays_void_when_the_address_comes_back(auth, client, outbox):
+    """A confirmed change of address voids the reset links of the old one, even if the account moves back to it."""
+    auth.register()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    reset = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    for old, address in (("user@example.com", "moved@example.com"), ("moved@example.com", "user@example.com")):
+        pair = auth.login(old).json  # a confirmed change ends the account's sessions
+        client.patch("/api/v1/users/me", json={"email": address}, headers=auth.bearer(pair))
+        change = _token(_mail_to(outbox, address, "Confirm your new"), "/confirm-email-change")
+        assert client.post(f"{API}/verify-email", json={"token": change}).status_code == 200
+    refused = client.post(f"{API}/password-reset/confirm", json={"token": reset, "new_password": NEW})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+
+
+def test_a_confirmation_link_to_a_former_address_confirms_nothing(auth, client, admin, outbox):
+    """An admin moved the account: the link mailed to its first address must not confirm the new one."""
+    auth.register()
+    first = _token(_mail_to(outbox, "user@example.com", "Confirm"), "/verify-email")
+    user_id = client.get("/api/v1/admin/users", query_string={"q": "user@"}, headers=admin).json["items"][0]["id"]
+    moved = client.patch(f"/api/v1/admin/users/{user_id}", json={"email": "fixed@example.com"}, headers=admin)
+    assert moved.status_code == 200 and moved.json["email_verified"] is False
+    refused = client.post(f"{API}/verify-email", json={"token": first})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+    assert client.get(f"/api/v1/admin/users/{user_id}", headers=admin).json["email_verified"] is False
+
+
+def test_a_password_change_voids_the_reset_links_already_mailed(auth, client, outbox):
+    """A reset link must not outlive the password it was asked for."""
+    pair = auth.signed_in()
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    reset = _token(_mail_to(outbox, "user@example.com", "Reset"), "/password-reset")
+    changed = client.post("/api/v1/users/me/password", json={"current_password": PASSWORD, "new_password": NEW},
+                          headers=auth.bearer(pair))
+    assert changed.status_code == 204
+    refused = client.post(f"{API}/password-reset/confirm", json={"token": reset, "new_password": "third passphrase 9"})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+    assert auth.login(password=NEW).status_code == 200
+
+
+@pytest.mark.parametrize("by", ["an admin", "the user"])
+def test_disabling_an_account_voids_its_pending_change_of_address(auth, client, admin, outbox, by):
+    """Enabling the account again must not bring back a change of address asked for before it was disabled."""
+    pair = auth.signed_in()
+    client.patch("/api/v1/users/me", json={"email": "thief@evil.example"}, headers=auth.bearer(pair))
+    change = _token(_mail_to(outbox, "thief@evil.example", "Confirm"), "/confirm-email-change")
+    user_id = client.get("/api/v1/users/me", headers=auth.bearer(pair)).json["id"]
+    if by == "the user":
+        assert client.delete("/api/v1/users/me", json={"password": PASSWORD},
+                             headers=auth.bearer(pair)).status_code == 204
+    for active in ((False, True) if by == "an admin" else (True,)):
+        assert client.patch(f"/api/v1/admin/users/{user_id}", json={"is_active": active},
+                            headers=admin).status_code == 200
+    refused = client.post(f"{API}/verify-email", json={"token": change})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_token"
+    assert client.get(f"/api/v1/admin/users/{user_id}", headers=admin).json["email"] == "user@example.com"
+
+
+def test_an_admin_moving_a_confirmed_address_unconfirms_it(auth, client, admin, outbox):
+    """The new address is unproven, however confirmed the old one was, until its own link is followed."""
+    made = client.post("/api/v1/admin/users", json={"email": "user@example.com", "password": PASSWORD,
+                                                    "email_verified": True}, headers=admin).json
+    moved = client.patch(f"/api/v1/admin/users/{made['id']}", json={"email": "fixed@example.com"}, headers=admin)
+    assert moved.status_code == 200 and moved.json["email_verified"] is False
+    proof = _token(_mail_to(outbox, "fixed@example.com", "Confirm"), "/verify-email")
+    assert client.post(f"{API}/verify-email", json={"token": proof}).json["email_verified"] is True
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_an_account_an_admin_creates_is_mailed_a_confirmation_link_unless_vouched_for(client, admin, outbox, verified):
+    """An admin vouching for the address sends nothing; otherwise the address gets a link, as on registration."""
+    made = client.post("/api/v1/admin/users", json={"email": "user@example.com", "email_verified": verified,
+                                                    "password": PASSWORD}, headers=admin)
+    assert made.status_code == 201 and made.json["email_verified"] is verified
+    client.post(f"{API}/password-reset/request", json={"email": "user@example.com"})
+    _mail_to(outbox, "user@example.com", "Reset")  # mail goes out in order: any confirmation went before it
+    confirms = [m for m in outbox.messages if m["To"] == "user@example.com" and "Confirm" in m["Subject"]]
+    assert len(confirms) == (0 if verified else 1)
+    if not verified:
+        token = _token(confirms[0], "/verify-email")
+        assert client.post(f"{API}/verify-email", json={"token": token}).json["email_verified"] is True

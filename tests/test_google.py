@@ -730,3 +730,34 @@ def test_sign_in_link_and_deny_in_a_real_browser(google_live, browser):
             other.close()
     finally:
         context.close()
+
+
+def test_no_one_unlinks_another_accounts_identity(google):
+    """An identity of another account is a 404 to the caller, and stays linked."""
+    owner = google.exchange(google.id_token("owner@gmail.example")).json
+    theirs = google.client.get("/api/v1/users/me/identities", headers=_bearer(owner)).json["items"][0]
+    _register(google)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}).json
+    response = google.client.delete(f"/api/v1/users/me/identities/{theirs['id']}", headers=_bearer(pair))
+    assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+    assert google.identities() == [("owner@gmail.example", "owner@gmail.example")]
+
+
+def test_other_accounts_identities_do_not_make_the_last_one_removable(google):
+    """The last-way-to-sign-in check counts the account's own identities only."""
+    google.exchange(google.id_token("other@gmail.example"))
+    pair = google.exchange(google.id_token("only@gmail.example")).json
+    identity = google.client.get("/api/v1/users/me/identities", headers=_bearer(pair)).json["items"][0]
+    response = google.client.delete(f"/api/v1/users/me/identities/{identity['id']}", headers=_bearer(pair))
+    assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    assert len(google.identities()) == 2
+
+
+def test_linking_the_same_google_account_again_changes_nothing(google):
+    """Linking the Google account already linked to the caller answers with that identity, not a conflict."""
+    _register(google)
+    pair = google.client.post("/api/v1/auth/login", json={"email": "user@example.com", "password": PASSWORD}).json
+    first, again = (google.client.post("/api/v1/users/me/identities/google", headers=_bearer(pair),
+                                       json={"id_token": google.id_token("mine@gmail.example")}) for _ in range(2))
+    assert first.status_code == again.status_code == 201 and again.json["id"] == first.json["id"]
+    assert google.identities() == [("mine@gmail.example", "user@example.com")]

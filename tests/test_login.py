@@ -129,3 +129,12 @@ def test_session_records_client(auth, client):
     assert sessions[0]["ip_address"] == "127.0.0.1"
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
     assert claims["sid"] == sessions[0]["id"]
+
+
+@pytest.mark.settings(PASSWORD_MAX_LENGTH=64)
+def test_a_password_of_the_maximum_length_signs_in(auth):
+    """The longest password registration accepts is not refused at sign-in as too long to hash."""
+    longest = "a long passphrase, " + "y" * 45
+    assert len(longest) == 64 and auth.register(password=longest).status_code == 201
+    assert auth.login(password=longest).status_code == 200
+    assert auth.login(password=longest + "z").json["error"]["code"] == "invalid_credentials"

@@ -245,3 +245,36 @@ def test_a_body_over_the_size_limit_leaves_no_traceback_in_the_log(client, caplo
     response = client.post(path, data=b'{"email": "' + b"a" * 70000 + b'"}', content_type=content_type)
     assert response.status_code == status
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.settings(**MAIL_QUOTA)
+def test_the_quota_on_changes_of_address_is_the_accounts_own(auth, client):
+    """Another account's changes of address use none of this account's quota."""
+    other = auth.signed_in("other@example.com")
+    for i in range(2):
+        assert client.patch("/api/v1/users/me", json={"email": f"other{i}@example.com"},
+                            headers=auth.bearer(other)).status_code == 200
+    pair = auth.signed_in()
+    codes = [client.patch("/api/v1/users/me", json={"email": f"new{i}@example.com"}, headers=auth.bearer(pair))
+             .status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
+@pytest.mark.settings(**MAIL_QUOTA)
+def test_changes_of_address_older_than_the_quotas_window_do_not_count(app, auth, client):
+    """The quota on changes of address counts those asked for within its window only."""
+    from datetime import timedelta
+
+    from authsvc.extensions import db
+    from authsvc.models import OneTimeToken, utcnow
+
+    pair = auth.signed_in()
+    for i in range(2):
+        assert client.patch("/api/v1/users/me", json={"email": f"new{i}@example.com"},
+                            headers=auth.bearer(pair)).status_code == 200
+    with app.app_context():
+        for row in db.session.query(OneTimeToken):
+            row.created_at = utcnow() - timedelta(minutes=2)
+        db.session.commit()
+    assert client.patch("/api/v1/users/me", json={"email": "new2@example.com"},
+                        headers=auth.bearer(pair)).status_code == 200
