@@ -94,7 +94,7 @@ def user_token_required(view):
             claims = get_jwt()
         try:
             g.user_id, g.session_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):  # uuid.UUID(a number) raises AttributeError
             raise APIError(401, "unauthorized", "A user's access token is required.") from None
         return view(*args, **kwargs)
 

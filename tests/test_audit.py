@@ -135,3 +135,12 @@ def test_the_mailed_link_flows_are_audited(auth, client, admin, outbox):
     for expected in [("email_changed", {"old_email": "user@example.com"}), ("email_verified", {}),
                      ("password_reset", {}), ("password_changed", {"reason": "password_reset"})]:
         assert expected in events
+
+
+def test_logout_all_is_audited_with_the_count_of_sessions_it_ended(auth, client, admin):
+    """`logout-all` records one `logout` event that counts the sessions it ended, not those ended before."""
+    pairs = [auth.signed_in()] + [auth.login().json for _ in range(2)]
+    assert client.post("/api/v1/auth/logout", headers=auth.bearer(pairs[2])).status_code == 204
+    assert client.post("/api/v1/auth/logout-all", headers=auth.bearer(pairs[0])).status_code == 204
+    details = [e["details"] for e in _events(client, admin, event="logout")["items"]]
+    assert details == [{"reason": "logout_all", "all": True, "count": 2}, {"reason": "logout"}]

@@ -93,3 +93,65 @@ def test_a_password_recheck_is_throttled_like_a_sign_in(auth, client, method, pa
     codes = [getattr(client, method)(path, json=body, headers=headers).status_code for _ in range(7)]
     assert codes[:5] == [401] * 5 and codes[-1] == 429
     assert _login(client, PASSWORD, {}).status_code == 429  # the same count as the sign-in's, from this source
+
+
+def _age_failures(app, seconds: int) -> None:
+    """Move every recorded failure `seconds` into the past (its block, if any, is left as it is)."""
+    with app.app_context():
+        for row in db.session.query(LoginFailure):
+            row.last_failure_at -= timedelta(seconds=seconds)
+        db.session.commit()
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
+def test_failures_older_than_the_window_are_forgotten(app, auth, client):
+    """A failure past LOGIN_FAILURE_WINDOW_SECONDS counts for nothing: the count starts again from zero."""
+    auth.register()
+    assert _login(client, WRONG, ATTACKER).status_code == 401
+    _age_failures(app, app.config["LOGIN_FAILURE_WINDOW_SECONDS"] + 1)
+    assert _login(client, WRONG, ATTACKER).status_code == 401  # the first of a new count
+    assert _login(client, WRONG, ATTACKER).status_code == 401  # the second: blocked from now on
+    blocked = _login(client, PASSWORD, ATTACKER)
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=3)
+def test_the_window_runs_from_the_latest_failure(app, auth, client):
+    """Failures keep adding up while each comes within the window of the one before, however long the series."""
+    auth.register()
+    for _ in range(3):
+        assert _login(client, WRONG, ATTACKER).status_code == 401
+        _age_failures(app, app.config["LOGIN_FAILURE_WINDOW_SECONDS"] * 3 // 4)
+    blocked = _login(client, PASSWORD, ATTACKER)
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
+def test_a_success_forgets_only_its_own_account_and_source(auth, client):
+    """Neither the owner signing in from elsewhere nor the guesser signing in to an account of its own clears
+    the guesser's count for this account; and the guesser's block holds for this account only."""
+    auth.register()
+    auth.register("guesser@example.com")
+    assert _login(client, WRONG, ATTACKER).status_code == 401
+    assert _login(client, WRONG, OWNER).status_code == 401  # the owner mistypes once, then signs in
+    assert _login(client, PASSWORD, OWNER).status_code == 200
+    own = {"email": "guesser@example.com", "password": WRONG}
+    assert client.post("/api/v1/auth/login", json=own, environ_base=ATTACKER).status_code == 401
+    own["password"] = PASSWORD
+    assert client.post("/api/v1/auth/login", json=own, environ_base=ATTACKER).status_code == 200
+    assert _login(client, WRONG, ATTACKER).status_code == 401  # the second failure for this account: blocked
+    blocked = _login(client, PASSWORD, ATTACKER)
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+    assert client.post("/api/v1/auth/login", json=own, environ_base=ATTACKER).status_code == 200
+
+
+@pytest.mark.settings(LOGIN_BLOCK_AFTER=2)
+def test_a_success_forgets_the_failures_of_its_account_and_network_however_written(auth, client):
+    """The count a success clears is the one its failures made: the address in any case, an IPv6 source by /64."""
+    auth.register()
+    assert _login(client, WRONG, {"REMOTE_ADDR": "2001:db8:bad:1::1"}).status_code == 401
+    signed_in = client.post("/api/v1/auth/login", json={"email": "USER@Example.com", "password": PASSWORD},
+                            environ_base={"REMOTE_ADDR": "2001:db8:bad:1::2"})
+    assert signed_in.status_code == 200
+    assert _login(client, WRONG, {"REMOTE_ADDR": "2001:db8:bad:1::3"}).status_code == 401  # one failure, not two
+    assert _login(client, PASSWORD, {"REMOTE_ADDR": "2001:db8:bad:1::4"}).status_code == 200

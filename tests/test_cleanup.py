@@ -187,3 +187,13 @@ def test_rows_held_by_a_request_are_skipped_not_waited_for(app, runner, seeded):
         assert _present(seeded) >= {"revoked_long_ago", "live"}
     # The next run takes what was skipped.
     assert _counts(runner.invoke(args=["cleanup"]).output)["sessions"] == 1
+
+
+@pytest.mark.settings(CLEANUP_GRACE_HOURS=0)
+def test_a_revoked_access_token_stays_refused_after_cleanup(runner, auth, client):
+    """A revoked `jti` is kept until the token would have expired, however soon after the revocation cleanup runs."""
+    pair = auth.signed_in()
+    assert client.post("/api/v1/auth/revoke", data={"token": pair["access_token"]}).status_code == 200
+    assert runner.invoke(args=["cleanup"]).exit_code == 0
+    response = client.get("/api/v1/users/me", headers=auth.bearer(pair))
+    assert response.status_code == 401 and response.json["error"]["code"] == "token_revoked"

@@ -201,3 +201,12 @@ def test_a_changed_secret_key_keeps_working_through_its_fallback(database_url, t
         assert done.test_client().post("/api/v1/auth/login", json=body).status_code == 200
     finally:
         dispose(done)
+
+
+def test_keys_rotate_publishes_at_once_and_signs_after_the_cache_period(app, runner, auth, client):
+    """The new key is in the JWKS at once, while the old one goes on signing for SIGNING_KEY_CACHE_SECONDS (+2 s)."""
+    old_kid = jwt.get_unverified_header(auth.signed_in()["access_token"])["kid"]
+    assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
+    app.extensions["authsvc.keys"]["ring"].loaded_at = float("-inf")  # this process reloads its keys now
+    assert len({k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]} - {old_kid}) == 1
+    assert jwt.get_unverified_header(auth.login().json["access_token"])["kid"] == old_kid

@@ -4,10 +4,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from authsvc.extensions import db
-from authsvc.models import RefreshToken, utcnow
+from authsvc.models import RefreshToken, User, utcnow
 
 TOKEN = "/api/v1/auth/token"
 INTROSPECT = "/api/v1/auth/introspect"
@@ -146,6 +146,11 @@ def _dead_tokens(app, auth, client, admin, service):
         row.expires_at = utcnow() - timedelta(seconds=1)
         db.session.commit()
     dead["expired refresh"] = pair["refresh_token"]
+    pair = auth.signed_in("e@example.com")
+    with app.app_context():  # behind the service's back: the account's sessions are not ended
+        db.session.execute(update(User).where(User.email == "e@example.com").values(is_active=False))
+        db.session.commit()
+    dead["refresh of a disabled account"] = pair["refresh_token"]
     other = client.post("/api/v1/admin/clients", json={"name": "gone", "scopes": []}, headers=admin).json
     token = client.post(TOKEN, data={"grant_type": "client_credentials"},
                         headers=_basic(other["client_id"], other["client_secret"])).json["access_token"]
@@ -208,3 +213,12 @@ def test_deleting_an_unknown_client_is_404(client, admin, service, client_id):
     response = client.delete(f"/api/v1/admin/clients/{client_id}", headers=admin)
     assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
     assert [c["client_id"] for c in client.get("/api/v1/admin/clients", headers=admin).json] == [service[0]]
+
+
+@pytest.mark.parametrize("method, path", [("get", "/api/v1/users/me"), ("get", "/api/v1/auth/sessions"),
+                                          ("post", "/api/v1/auth/logout")])
+def test_a_clients_token_is_not_a_users(client, service, method, path):
+    """A service client's access token opens no endpoint that acts as a user: 401, never a 500."""
+    token = client.post(TOKEN, data={"grant_type": "client_credentials"}, headers=_basic(*service[:2])).json
+    response = getattr(client, method)(path, headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthorized"

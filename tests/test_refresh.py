@@ -228,3 +228,60 @@ def test_concurrent_refreshes_without_grace_have_one_winner(app, auth):
     assert all(body["error"]["code"] == "token_revoked" for status, body in results if status != 200)
     with app.app_context():
         assert db.session.scalars(select(Session)).one().revoked_reason == "refresh_reused"
+
+
+def _end_by(app, client, pair, how: str) -> None:
+    """End the session of `pair`, or its account, or let it expire (behind the service's back for the last two)."""
+    if how == "logout":
+        assert client.post("/api/v1/auth/logout", headers={"Authorization": "Bearer " + pair["access_token"]}
+                           ).status_code == 204
+        return
+    with app.app_context():
+        if how == "disable":
+            db.session.execute(update(User).values(is_active=False))
+        else:
+            db.session.execute(update(Session).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+
+
+@pytest.mark.parametrize("how, status, code", [
+    ("logout", 401, "token_revoked"), ("expire", 401, "token_revoked"), ("disable", 403, "account_disabled"),
+])
+def test_a_duplicate_within_grace_is_refused_once_the_session_ended(app, auth, client, how, status, code):
+    """The grace interval hands the child back only while its session is live and its account active."""
+    pair = auth.signed_in()
+    child = auth.refresh(pair["refresh_token"]).json
+    _end_by(app, client, child, how)
+    response = auth.refresh(pair["refresh_token"])
+    assert response.status_code == status and response.json["error"]["code"] == code
+
+
+@pytest.mark.parametrize("how, status, code", [
+    ("logout", 401, "token_revoked"), ("expire", 401, "token_revoked"), ("disable", 403, "account_disabled"),
+])
+def test_a_token_of_an_ended_session_rotates_nothing_while_others_are_signed_in(app, auth, client, how, status, code):
+    """Other users' live sessions change nothing: a token whose own session ended (or whose account is disabled)
+    is refused and stays unused."""
+    pair = auth.signed_in("a@example.com")
+    _end_by(app, client, pair, how)
+    auth.signed_in("b@example.com")
+    response = auth.refresh(pair["refresh_token"])
+    assert response.status_code == status and response.json["error"]["code"] == code
+    assert _unused(app, pair["refresh_token"])
+
+
+def test_a_rotation_renews_its_own_session_only(app, auth, client):
+    """Renewing one session's tokens leaves every other session (its client and its expiry) as it was."""
+    auth.register("b@example.com")
+    assert auth.login("b@example.com", headers={"User-Agent": "agent/b"}).status_code == 200
+    others = (select(Session.user_agent, Session.ip_address, Session.expires_at)
+              .join(User, User.id == Session.user_id).where(User.email == "b@example.com"))
+    with app.app_context():
+        before = db.session.execute(others).one()
+    pair = auth.signed_in()
+    renewed = client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]},
+                          headers={"User-Agent": "agent/2"}, environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    assert renewed.status_code == 200
+    remember(renewed.json["access_token"], renewed.json["refresh_token"])
+    with app.app_context():
+        assert db.session.execute(others).one() == before

@@ -55,6 +55,7 @@ def test_default_tier_is_the_first_configured(auth):
         ({"email": "user@example.com", "password": "x" * 257}, "password"),
         ({"email": "user@example.com", "password": "user@example.com"}, "password"),
         ({"email": "user@example.com", "password": "USER@example.com "}, "password"),
+        ({"email": "lovelace.ada@example.com", "password": "Lovelace.Ada"}, "password"),  # the address' local part
         ({"email": "user@example.com", "password": PASSWORD, "tier": "platinum"}, "tier"),
         ({"email": "user@example.com", "password": PASSWORD, "full_name": "x" * 201}, "full_name"),
         ({"email": "user@example.com", "password": "nul\x00in the middle"}, "password"),
@@ -106,3 +107,13 @@ def test_an_internationalised_domain_is_kept_in_its_ascii_form(auth, client):
         assert pair.status_code == 200
     verified = client.get("/api/v1/auth/verify", headers=auth.bearer(pair.json))
     assert verified.status_code == 200 and verified.headers["X-User-Email"] == "Reader@xn--bcher-kva.de"
+
+
+@pytest.mark.parametrize("missing, status", [(1, 422), (0, 201)])
+def test_the_minimum_password_length_is_inclusive(app, auth, missing, status):
+    """A password of exactly PASSWORD_MIN_LENGTH characters is accepted; one character fewer is refused."""
+    password = "Zq7#mKx2pLw9vB4n"[:app.config["PASSWORD_MIN_LENGTH"] - missing]
+    response = auth.register(password=password)
+    assert response.status_code == status
+    if status == 422:
+        assert response.json["error"]["code"] == "validation_error" and "password" in response.json["error"]["fields"]

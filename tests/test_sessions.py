@@ -1,7 +1,14 @@
 """Sessions: listing, ending one, logout, logout-all, and their effect on live access tokens."""
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
+
+from authsvc.extensions import db
+from authsvc.models import Session, utcnow
+
+SESSIONS = "/api/v1/auth/sessions"
 
 
 def _me(client, auth, pair):
@@ -89,3 +96,25 @@ def test_endpoints_need_a_valid_token(client, method, path, header):
     response = getattr(client, method)(path, headers=headers)
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthorized"
+
+
+def test_an_ended_session_cannot_be_ended_again(auth, client):
+    """A session already ended is 404 like an unknown one: only live sessions can be ended."""
+    mine = auth.signed_in()
+    auth.login()
+    other_id = next(s["id"] for s in client.get(SESSIONS, headers=auth.bearer(mine)).json if not s["current"])
+    assert client.delete(f"{SESSIONS}/{other_id}", headers=auth.bearer(mine)).status_code == 204
+    again = client.delete(f"{SESSIONS}/{other_id}", headers=auth.bearer(mine))
+    assert again.status_code == 404 and again.json["error"]["code"] == "not_found"
+
+
+def test_an_expired_session_is_not_listed(app, auth, client):
+    """The list holds the sessions that can still be used: one past its expiry is gone from it."""
+    mine = auth.signed_in()
+    other = auth.login().json
+    other_id = next(s["id"] for s in client.get(SESSIONS, headers=auth.bearer(other)).json if s["current"])
+    with app.app_context():
+        db.session.execute(update(Session).where(Session.id == uuid.UUID(other_id))
+                           .values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    assert [s["current"] for s in client.get(SESSIONS, headers=auth.bearer(mine)).json] == [True]

@@ -3,9 +3,11 @@ made it, and within TOKEN_CHECK_CACHE_SECONDS by another instance; a change made
 remembered wrongly for at most that long."""
 import time
 
+import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
+from authsvc.services import keys, tokencache
 from authsvc.services.tokencache import Signal, TokenCache
 
 from .conftest import PASSWORD, dispose, make_app, remember
@@ -219,3 +221,28 @@ def test_refresh_reuse_is_refused_at_once_by_the_other_workers(client, auth, wor
     assert auth.refresh(pair["refresh_token"]).json["error"]["code"] == "token_revoked"  # reuse ends the session
     assert _signal(worker) != before
     assert worker.get(VERIFY, headers=bearer).status_code == 401
+
+
+def test_a_verified_token_is_refused_once_it_expires(app, auth, client):
+    """The memory keeps a verified token no longer than its `exp`: past it the answer is `token_expired`."""
+    pair = auth.signed_in()
+    with app.app_context():
+        ring = keys.ring()
+        claims = {**jwt.decode(pair["access_token"], options={"verify_signature": False}), "exp": int(time.time()) + 2}
+        token = jwt.encode(claims, ring.active_private, algorithm="RS256", headers={"kid": ring.active_kid})
+    remember(token)
+    headers = {"Authorization": "Bearer " + token}
+    assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.2)
+    response = client.get("/api/v1/users/me", headers=headers)
+    assert response.status_code == 401 and response.json["error"]["code"] == "token_expired"
+
+
+def test_a_full_memory_is_emptied(tmp_path, monkeypatch):
+    """At MAX_ENTRIES answers the memory starts afresh rather than growing: an earlier answer is computed again."""
+    monkeypatch.setattr(tokencache, "MAX_ENTRIES", 2)
+    memory = TokenCache(10.0, Signal(str(tmp_path / "signal")))
+    for key in ("a", "b", "c"):
+        assert memory.remember(key, lambda: "first", lambda _: time.monotonic() + 10) == "first"
+    assert memory.remember("c", lambda: "again", lambda _: time.monotonic() + 10) == "first"
+    assert memory.remember("a", lambda: "again", lambda _: time.monotonic() + 10) == "again"

@@ -200,3 +200,42 @@ def test_tokens_carrying_a_changed_address_stop_at_once(auth, client, outbox):
     assert fresh.status_code == 200
     verify = client.get("/api/v1/auth/verify", headers=auth.bearer(fresh.json))
     assert verify.headers["X-User-Email"] == "moved@example.com"
+
+
+@pytest.mark.parametrize("path, changes, code", [
+    (ME, {"type": "refresh"}, "unauthorized"), ("/api/v1/auth/verify", {"type": "refresh"}, "unauthorized"),
+    (ME, {"sid": "not-a-uuid"}, "token_revoked"), ("/api/v1/auth/verify", {"sid": "not-a-uuid"}, "unauthorized"),
+    (ME, {"sid": 12345}, "token_revoked"), ("/api/v1/auth/verify", {"sid": 12345}, "unauthorized"),
+    (ME, {"sub": ["a", "list"]}, "unauthorized"), ("/api/v1/auth/verify", {"sub": 7}, "unauthorized"),
+])
+def test_our_signature_on_claims_we_never_issue_is_refused(app, auth, client, path, changes, code):
+    """Signed with our own key, yet not a user's access token of a live session (another type, a malformed sid)."""
+    from authsvc.services import keys
+
+    pair = auth.signed_in()
+    with app.app_context():
+        ring = keys.ring()
+        token = jwt.encode(_claims(pair, **changes), ring.active_private, algorithm="RS256",
+                           headers={"kid": ring.active_kid})
+    response = client.get(path, headers=auth.bearer(token))
+    assert response.status_code == 401 and response.json["error"]["code"] == code
+
+
+@pytest.mark.settings(SIGNING_KEY_CACHE_SECONDS=3600)
+def test_a_key_published_since_the_ring_was_loaded_is_found_by_reloading(app, auth, client):
+    """A `kid` this process has not seen makes it reload its keys (at most every few seconds) rather than refuse:
+    another instance's first start may have published a key of its own meanwhile."""
+    from authsvc.extensions import db
+    from authsvc.models import utcnow
+    from authsvc.services import keys
+
+    pair = auth.signed_in()
+    with app.app_context():
+        key = keys.new_signing_key("RS256")
+        key.created_at = utcnow()
+        db.session.add(key)
+        db.session.commit()
+        private = serialization.load_pem_private_key(keys._fernet().decrypt(key.private_key), None)
+    app.extensions["authsvc.keys"]["ring"].loaded_at -= keys.UNKNOWN_KID_RELOAD_SECONDS + 1  # not loaded just now
+    token = jwt.encode(_claims(pair), private, algorithm="RS256", headers={"kid": key.kid})
+    assert client.get("/api/v1/auth/verify", headers=auth.bearer(token)).status_code == 200  # one verification

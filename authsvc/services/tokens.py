@@ -114,7 +114,7 @@ def _is_revoked(payload: dict) -> bool:
             "jti": payload["jti"], "client_id": payload.get("client_id")}).scalar())
     try:
         session_id = uuid.UUID(sid)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):  # not a uuid's text (a number raises AttributeError)
         return True
     # Past the ORM's execution layer (nothing here is an entity), on the hot-read connection: this runs for every
     # token check the memory does not answer.
