@@ -408,3 +408,24 @@ def test_a_reset_link_used_while_a_newer_one_is_composed_neither_deadlocks(app, 
     assert composed["result"] is None, composed["result"]
     # The older link was voided by the newer one (400), or used first (200): never a 503.
     assert reset["result"].status_code in (200, 400), reset["result"].json
+
+
+def test_two_admins_removing_each_other_at_once_leave_one(app, auth, client, admin, monkeypatch):
+    """Each would still count the other as an admin: the admin role's row lock makes the second wait for the first
+    and then see that it is the last one."""
+    from authsvc.services import admin as admin_service
+
+    first = client.get("/api/v1/users/me", headers=admin).json["id"]
+    second = client.post("/api/v1/admin/users", headers=admin, json={
+        "email": "second@example.com", "password": PASSWORD, "email_verified": True, "roles": ["admin"]}).json["id"]
+    seconds = auth.bearer(auth.login("second@example.com").json)
+    # The first removal stops right after its last-admin check, holding what it holds until it commits.
+    removing, removed, resume = _held_in_thread(monkeypatch, "guard_last_admin", lambda: app.test_client().patch(
+        f"/api/v1/admin/users/{second}", headers=admin, json={"roles": []}), owner=admin_service)
+    countering, countered = _in_background(lambda: app.test_client().patch(
+        f"/api/v1/admin/users/{first}", headers=seconds, json={"roles": []}))
+    assert _until_a_lock_is_awaited(app, countering)
+    _let_go(monkeypatch, resume, removing, countering)
+    assert removed["result"].status_code == 200
+    assert countered["result"].status_code == 409 and countered["result"].json["error"]["code"] == "conflict"
+    assert client.get(f"/api/v1/admin/users/{first}", headers=admin).json["roles"] == ["admin"]
