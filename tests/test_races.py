@@ -429,3 +429,37 @@ def test_two_admins_removing_each_other_at_once_leave_one(app, auth, client, adm
     assert removed["result"].status_code == 200
     assert countered["result"].status_code == 409 and countered["result"].json["error"]["code"] == "conflict"
     assert client.get(f"/api/v1/admin/users/{first}", headers=admin).json["roles"] == ["admin"]
+
+
+@pytest.mark.settings(MAIL_WORKER=False)  # the two senders below are the only ones
+def test_two_senders_compose_one_mail_request_once(app, auth, client, outbox, monkeypatch):
+    """A reset request is composed (its link made and its mail staged) within the claim of its row: a second
+    sender skips the row the first holds, so the address gets one link, not two."""
+    from authsvc.models import OutboxMessage
+    from authsvc.services import outbox as mail_outbox, recovery
+
+    auth.register()
+    with app.app_context():
+        db.session.query(OutboxMessage).delete()  # the registration's confirmation
+        db.session.commit()
+    client.post("/api/v1/auth/password-reset/request", json={"email": "user@example.com"})
+    composed, resume, real = threading.Event(), threading.Event(), mail_outbox.COMPOSERS[recovery.REQUEST_KIND]
+
+    def held(email):
+        real(email)
+        if not composed.is_set():
+            composed.set()
+            resume.wait(30)
+
+    def deliver():
+        with app.app_context():
+            return mail_outbox.deliver_one()
+
+    monkeypatch.setitem(mail_outbox.COMPOSERS, recovery.REQUEST_KIND, held)
+    first, _ = _in_background(deliver)
+    assert composed.wait(30)
+    assert deliver() is None  # the request's row is held: nothing else is due
+    _let_go(monkeypatch, resume, first)
+    with app.app_context():
+        mail_outbox.flush()
+    assert [m["To"] for m in outbox.messages] == ["user@example.com"]
