@@ -24,7 +24,6 @@ def test_valid_token_gets_identity_headers(auth, client):
     assert response.headers["X-User-Email"] == "user@example.com" and response.headers["X-User-Roles"] == ""
 
 
-
 def test_forward_auth_says_whether_the_address_is_proven(app, auth, client):
     # Anyone may register any address: an app behind the gateway must be able to tell a proven one.
     unproven = auth.signed_in("ceo@victim.example")

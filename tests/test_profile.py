@@ -15,7 +15,6 @@ def test_get_me(auth, client):
     assert "password_hash" not in response.json
 
 
-
 def test_me_and_renewed_tokens_match_the_user_object(app, auth, client):
     """/users/me and refresh read the user in one query of their own; both must agree with User.to_dict."""
     import jwt

@@ -139,7 +139,6 @@ def test_a_rotation_is_signed_with_the_keys_checked_before_its_claim(app, auth, 
     assert loads == [1]
 
 
-
 def test_a_disabled_user_cannot_refresh(app, auth):
     pair = auth.signed_in()
     with app.app_context():

@@ -3,14 +3,13 @@ made it, and within TOKEN_CHECK_CACHE_SECONDS by another instance; a change made
 remembered wrongly for at most that long."""
 import time
 
-import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
-from authsvc.services import keys, tokencache
+from authsvc.services import tokencache
 from authsvc.services.tokencache import Signal, TokenCache
 
-from .conftest import PASSWORD, dispose, make_app, remember
+from .conftest import PASSWORD, dispose, make_app, remember, signed_with_our_key
 
 VERIFY = "/api/v1/auth/verify"
 
@@ -225,15 +224,12 @@ def test_refresh_reuse_is_refused_at_once_by_the_other_workers(client, auth, wor
 
 def test_a_verified_token_is_refused_once_it_expires(app, auth, client):
     """The memory keeps a verified token no longer than its `exp`: past it the answer is `token_expired`."""
-    pair = auth.signed_in()
-    with app.app_context():
-        ring = keys.ring()
-        claims = {**jwt.decode(pair["access_token"], options={"verify_signature": False}), "exp": int(time.time()) + 2}
-        token = jwt.encode(claims, ring.active_private, algorithm="RS256", headers={"kid": ring.active_kid})
+    expires = int(time.time()) + 2
+    token = signed_with_our_key(app, auth.signed_in(), exp=expires)
     remember(token)
     headers = {"Authorization": "Bearer " + token}
     assert client.get("/api/v1/users/me", headers=headers).status_code == 200
-    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.2)
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
     response = client.get("/api/v1/users/me", headers=headers)
     assert response.status_code == 401 and response.json["error"]["code"] == "token_expired"
 

@@ -11,6 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .conftest import signed_with_our_key
+
 ME = "/api/v1/users/me"
 
 
@@ -79,16 +81,6 @@ def _claims(pair, **changes):
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _signed_with_our_key(app, pair: dict, **changes) -> str:
-    """The claims of `pair`'s access token with `changes`, signed with the service's own active key."""
-    from authsvc.services import keys
-
-    with app.app_context():
-        ring = keys.ring()
-        return jwt.encode(_claims(pair, **changes), ring.active_private, algorithm="RS256",
-                          headers={"kid": ring.active_kid})
-
-
 def _forge_none(pair, client):
     return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(pair))}."
 
@@ -126,14 +118,14 @@ def test_forged_tokens_are_refused(auth, client, forge):
 @pytest.mark.parametrize("claim", ["exp", "iat", "iss", "aud", "jti", "sub"])
 def test_tokens_missing_a_required_claim_are_refused(app, auth, client, claim):
     """Signed with our own key, but without a claim we insist on."""
-    token = _signed_with_our_key(app, auth.signed_in(), **{claim: None})
+    token = signed_with_our_key(app, auth.signed_in(), **{claim: None})
     assert client.get(ME, headers=auth.bearer(token)).status_code == 401
 
 
 @pytest.mark.parametrize("changes", [{"aud": "someone-else"}, {"iss": "https://evil.example"},
                                      {"exp": int(time.time()) - 10}])
 def test_wrong_audience_issuer_or_expired(app, auth, client, changes):
-    token = _signed_with_our_key(app, auth.signed_in(), **changes)
+    token = signed_with_our_key(app, auth.signed_in(), **changes)
     response = client.get(ME, headers=auth.bearer(token))
     assert response.status_code == 401
     expected = "token_expired" if "exp" in changes else "unauthorized"
@@ -208,7 +200,7 @@ def test_tokens_carrying_a_changed_address_stop_at_once(auth, client, outbox):
 ])
 def test_our_signature_on_claims_we_never_issue_is_refused(app, auth, client, path, changes, code):
     """Signed with our own key, yet not a user's access token of a live session (another type, a malformed sid)."""
-    response = client.get(path, headers=auth.bearer(_signed_with_our_key(app, auth.signed_in(), **changes)))
+    response = client.get(path, headers=auth.bearer(signed_with_our_key(app, auth.signed_in(), **changes)))
     assert response.status_code == 401 and response.json["error"]["code"] == code
 
 
